@@ -1,0 +1,17 @@
+"""SJC's perturb-and-average scoring (PAAS, SJC Sec. 3.3).
+
+var_red (eq. 16, the official default): u = (D(y + sigma n; sigma) - y) / sigma   (= n - eps_hat)
+plain   (eq. 15):                        u = (D(z; sigma) - z) / sigma             (= -eps_hat = sigma * score)
+"""
+from torch import Tensor
+
+from ..diffusion.denoiser import append_dims
+from .base import Guidance
+
+
+class PAAS(Guidance):
+    """The PAAS update, averaged over `n_noise` draws."""
+
+    def update(self, y: Tensor, z: Tensor, noise: Tensor, denoised: Tensor, sigma: Tensor) -> Tensor:
+        s = append_dims(sigma, y.ndim)
+        return (denoised - (y if self.cfg.estimator == "var_red" else z)) / s

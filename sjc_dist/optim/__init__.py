@@ -1,0 +1,1 @@
+"""Optimisation: the regularisers, the run (one scene), the loop and checkpoints."""

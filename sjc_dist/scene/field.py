@@ -1,0 +1,69 @@
+"""The voxel radiance field theta (SJC Sec. 4): one grid [1, 1 + C, N, N, N] over the box [-L, L]^3.
+
+Channel 0 is raw density, channels 1..C are features (C = 3 RGB for pixel models, 4 SD latents).
+Trilinear interpolation of the raw values, then tau = softplus(raw * e^{d_scale} + density_shift) (the official
+activation, d_scale a learnable scalar initialised at 0); features are raw ("none") or tanh-squashed.
+Grid axes follow grid_sample: index [z, y, x] for a point (x, y, z) / L in [-1, 1].
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..configtools import opt
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """The voxel grid that is optimised."""
+
+    grid_size: int = opt(100, "voxels per side N of the density (1xN^3) and feature (CxN^3) grids", ge=2, le=512)
+    bbox_len: float = opt(1.0, "half side L of the box [-L, L]^3 that holds the grid", gt=0.0)
+    density_shift: float = opt(-1.0, "shift inside softplus(raw * e^d_scale + shift): negative starts empty")
+    feature_activation: str = opt("none", "features as raw values (official, SD latents) or tanh in [-1, 1]",
+                                  choices=("none", "tanh"))
+    init_feature_std: float = opt(1.0, "std of the N(0, s^2) initial features (official: 1)", ge=0.0)
+
+
+class VoxelField(nn.Module):
+    """`query(points [..., 3]) -> (tau [...], features [..., C])`; zero density outside the box."""
+
+    def __init__(self, cfg: FieldConfig, channels: int, generator: torch.Generator | None = None):
+        super().__init__()
+        n = cfg.grid_size
+        grid = torch.zeros(1, 1 + channels, n, n, n)
+        grid[:, 1:] = torch.randn(1, channels, n, n, n, generator=generator) * cfg.init_feature_std
+        self.grid = nn.Parameter(grid)
+        self.d_scale = nn.Parameter(torch.zeros(()))
+        self.cfg, self.channels = cfg, channels
+
+    @property
+    def bbox_len(self) -> float:
+        return self.cfg.bbox_len
+
+    def activate(self, raw: Tensor) -> tuple[Tensor, Tensor]:
+        """raw [..., 1 + C] -> (tau [...], features [..., C])."""
+        tau = F.softplus(raw[..., 0] * self.d_scale.exp() + self.cfg.density_shift)
+        feat = raw[..., 1:]
+        return tau, torch.tanh(feat) if self.cfg.feature_activation == "tanh" else feat
+
+    def query(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Density tau [...] and features [..., C] at world points [..., 3]."""
+        shape = points.shape[:-1]
+        g = (points / self.cfg.bbox_len).reshape(1, 1, 1, -1, 3).to(self.grid.dtype)
+        raw = F.grid_sample(self.grid, g, mode="bilinear", align_corners=True)  # [1, 1+C, 1, 1, P]
+        raw = raw.reshape(1 + self.channels, -1).T.reshape(*shape, 1 + self.channels)
+        tau, feat = self.activate(raw)
+        inside = (points.abs() <= self.cfg.bbox_len).all(-1)
+        return tau * inside, feat
+
+    def density_grid(self) -> Tensor:
+        """Activated density at the voxel centres, [N, N, N] indexed [z, y, x]."""
+        with torch.no_grad():
+            return self.activate(self.grid[0].permute(1, 2, 3, 0))[0]
+
+    def feature_grid(self) -> Tensor:
+        """Activated features at the voxel centres, [C, N, N, N]."""
+        with torch.no_grad():
+            return self.activate(self.grid[0].permute(1, 2, 3, 0))[1].permute(3, 0, 1, 2)
