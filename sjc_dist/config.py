@@ -4,6 +4,7 @@ Defaults are the official SJC code's (shared sjc-reference.md). A YAML file is a
 section.key=value` overrides follow it. The shipped presets are `toy` (the embedded default: small grid, 32x32
 pixels, a few minutes on a CPU) and `sd` (the official Stable Diffusion settings, unchanged).
 """
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def load_config(config: str | dict | None = "toy", overrides: list[str] | tuple 
                 validate: bool = True) -> RunConfig:
     """Preset or YAML (or a dict), then `a.b=c` overrides, into a validated RunConfig."""
     if isinstance(config, dict):
-        data = config
+        data = copy.deepcopy(config)  # overrides must not write into the caller's dict
     else:
         data = load_yaml(preset_path(config)) if config else {}
     for item in overrides:

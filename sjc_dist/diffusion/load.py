@@ -126,7 +126,7 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
     text = None
     if (path / "text_encoder").is_dir():
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-        encoder = AutoModel.from_pretrained(path / "text_encoder", torch_dtype=torch.float32).to(device)
+        encoder = AutoModel.from_pretrained(path / "text_encoder", dtype=torch.float32).to(device)
         text = TextConditioner(tokenizer, encoder)
     inner = VPDenoiser(unet, sched.alphas_cumprod, sched.config.prediction_type, sigma_to_t, dtype,
                        is_latent=vae is not None)

@@ -155,7 +155,7 @@ class SJCRun:
     def metrics(self) -> StepMetrics:
         """Metrics of the last step (this reads from the device: call it at the logging cadence)."""
         terms, g, p, loss = self._last
-        opacity = float(p.render.opacity.mean()) if p.render.opacity is not None else 1.0
+        opacity = float(p.render.opacity.detach().mean()) if p.render.opacity is not None else 1.0
         return StepMetrics(step=self.step_index, loss=float(loss), guidance=float(terms["guidance"].detach()),
                            emptiness=float(terms["emptiness"].detach()), depth=float(terms["depth"].detach()),
                            emptiness_lambda=emptiness_weight(self.cfg.emptiness, self.step_index - 1,
