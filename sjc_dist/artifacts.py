@@ -22,10 +22,17 @@ def render_eval(scene: VoxelScene, model: Model, n: int, elevation: float | None
         sub = type(cams)(cams.c2w[i:i + chunk], cams.fov[i:i + chunk], cams.azimuth[i:i + chunk],
                          cams.elevation[i:i + chunk], cams.height, cams.width)
         out = scene.render(sub)
-        rgb.append(model.decode(out.image).cpu())
+        rgb.append(to_rgb(scene, model, out.image).cpu())
         depth.append(out.depth.cpu())
         opac.append(out.opacity.cpu())
     return torch.cat(rgb), torch.cat(depth), torch.cat(opac)
+
+
+def to_rgb(scene: VoxelScene, model: Model, image: torch.Tensor) -> torch.Tensor:
+    """Renders in model space go through the VAE; RGB renders (SDS through_vae) are already images."""
+    if scene.field.channels == model.denoiser.channels:
+        return model.decode(image)
+    return image.float().clamp(-1, 1)
 
 
 def save_field(scene: VoxelScene, path: Path) -> Path:
@@ -45,11 +52,12 @@ def write_outputs(run: SJCRun, run_dir: Path) -> dict[str, Path]:
         files["image"] = export.save_grid(img, run_dir / "image.png", upscale=max(1, 256 // img.shape[-1]))
         return files
     scene = run.scene
-    up = max(1, 128 // scene.cameras.res)
     files["field"] = save_field(scene, run_dir / "field.safetensors")
     rgb, depth, opac = render_eval(scene, run.model, o.eval_views)
+    up = max(1, 128 // rgb.shape[-1])  # of the decoded image (latents decode 8x larger)
     files["views"] = export.save_grid(rgb, run_dir / "views.png", upscale=up)
-    files["depth"] = export.save_grid(export.depth_to_image(depth, opac), run_dir / "depth.png", upscale=up)
+    files["depth"] = export.save_grid(export.depth_to_image(depth, opac), run_dir / "depth.png",
+                                      upscale=max(1, 128 // depth.shape[-1]))
     if o.turntable_frames:
         frames, _, _ = render_eval(scene, run.model, o.turntable_frames)
         files["turntable"] = export.save_gif(frames, run_dir / "turntable.gif", upscale=up)

@@ -136,7 +136,12 @@ def set_dotted(data: dict, assignment: str) -> dict:
     if "=" not in assignment:
         raise ConfigError(assignment, None, "an override of the form section.key=value")
     key, raw = assignment.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:  # not YAML (e.g. a template "{view} view of {prompt}"): the literal string
+        value = raw
+    if isinstance(value, dict):  # no leaf is a mapping: "a photo: a cat" is a prompt, not {a photo: a cat}
+        value = raw
     if isinstance(value, str) and _looks_numeric(value):
         value = float(value)
     node = data
