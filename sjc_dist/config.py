@@ -80,6 +80,13 @@ class RunConfig:
         text_model = path is None or (path / "text_encoder").is_dir()
         if text_model and not self.prompt.text.strip():
             raise ConfigError("prompt.text", self.prompt.text, "a non-empty prompt (the model is text-conditioned)")
+        if path is None:  # the empirical model is made of one toy object's renders
+            from .toyworld.shapes import captions, parse
+            try:
+                parse(self.prompt.text)
+            except ValueError:
+                raise ConfigError("prompt.text", self.prompt.text,
+                                  "a toy-world caption for model 'empirical': " + ", ".join(captions())) from None
         if "{prompt}" not in self.prompt.view_template or "{view}" not in self.prompt.view_template:
             raise ConfigError("prompt.view_template", self.prompt.view_template, "a string with {view} and {prompt}")
         return self

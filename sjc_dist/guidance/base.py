@@ -56,12 +56,12 @@ class Guidance:
         """What the update applies to: the render, or its differentiable VAE encoding."""
         return self.encode(image) if self.encode is not None else image
 
-    def perturb(self, y: Tensor, sigma: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        """n_noise draws per sample: (y, sigma, noise) repeated to [n_noise * B, ...], z = y + sigma n."""
+    def perturb(self, y: Tensor, sigma: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """n_noise draws per sample, repeated to [n_noise * B, ...]: (y, sigma, noise n, z = y + sigma n)."""
         k = self.cfg.n_noise
         y_k, s_k = y.detach().repeat(k, 1, 1, 1), sigma.to(y.device).repeat(k)
         noise = torch.randn(y_k.shape, generator=generator, device=generator.device).to(y.device)
-        return y_k, s_k, noise
+        return y_k, s_k, noise, y_k + append_dims(s_k, y_k.ndim) * noise
 
     @torch.no_grad()
     def denoise(self, z: Tensor, sigma: Tensor, cond: Cond) -> Tensor:
@@ -76,8 +76,7 @@ class Guidance:
 
     def __call__(self, image: Tensor, cond: Cond, sigma: Tensor, generator: torch.Generator) -> GuidanceOutput:
         target = self.target(image)
-        y, s, noise = self.perturb(target, sigma, generator)
-        z = y + append_dims(s, y.ndim) * noise
+        y, s, noise, z = self.perturb(target, sigma, generator)
         cond_k = Cond.cat([cond] * self.cfg.n_noise)
         u = self.update(y, z, noise, self.denoise(z, s, cond_k), s)
         return GuidanceOutput(target, self.reduce(u, target.shape[0]), sigma)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..config import RunConfig
-from ..diffusion.denoiser import Cond, append_dims
+from ..diffusion.denoiser import Cond
 from ..diffusion.load import Model
 from ..diffusion.sigmas import SigmaSampler, resolve_range
 from ..diffusion.text import view_prompt
@@ -105,8 +105,7 @@ class SJCRun:
         labels = view_labels(cams, self.cfg.camera.overhead_above) if cams is not None else None
         sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device)
         target = self.guidance.target(out.image)
-        y, s_k, noise = self.guidance.perturb(target, sigma, self.noise_gen)
-        z = y + append_dims(s_k, y.ndim) * noise
+        y, s_k, noise, z = self.guidance.perturb(target, sigma, self.noise_gen)
         cond = Cond.cat([self.cond_for(labels, n)] * self.cfg.guidance.n_noise)
         return Pending(out, target, y, z, noise, sigma, s_k, cond, t0)
 

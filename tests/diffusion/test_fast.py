@@ -1,0 +1,169 @@
+"""FastDenoiser (sjc_dist/diffusion/fast.py) on CPU, and the GPU bench script (eval/bench/gpu_bench.py) run tiny.
+
+On CPU the wrapper must be the plain VPDenoiser exactly; its fast path (forced with cpu_fallback=False: dtype,
+channels-last, batch padding to buckets) must agree with it within float tolerance. CUDA graphs and
+torch.compile only exist on the GPU, where the bench checks them against eager fp32 (its 'agreement' notes).
+"""
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sjc_dist.diffusion.cfg import CFGDenoiser
+from sjc_dist.diffusion.denoiser import Cond, eps_from_x0
+from sjc_dist.diffusion.fast import FastConfig, FastDenoiser, PaddedCall, bucket_size, pad_rows
+from sjc_dist.diffusion.vp_adapter import VPDenoiser
+from sjc_dist.errors import ConfigError
+
+from conftest import SD_BETAS, TINY_CONTEXT_DIM
+
+BENCH = Path(__file__).resolve().parents[2] / "eval" / "bench" / "gpu_bench.py"
+
+
+def alphas_cumprod() -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, **SD_BETAS).alphas_cumprod
+
+
+def plain(unet) -> VPDenoiser:
+    """A VPDenoiser on its own copy of the UNet (FastDenoiser converts the UNet it wraps in place)."""
+    return VPDenoiser(copy.deepcopy(unet), alphas_cumprod(), "epsilon")
+
+
+def batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Cond]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, 8, 8, generator=g) * 2
+    sigma = torch.exp(torch.empty(n).uniform_(-3, 2.5, generator=g))
+    return x, sigma, Cond(context=torch.randn(n, 5, TINY_CONTEXT_DIM, generator=g))
+
+
+@pytest.mark.parametrize(("n", "step", "size"), [(1, 8, 1), (2, 8, 2), (3, 8, 4), (5, 8, 8), (8, 8, 8),
+                                                 (9, 8, 16), (17, 8, 24), (64, 8, 64), (5, 6, 6), (7, 6, 12)])
+def test_bucket_size(n, step, size):
+    assert bucket_size(n, step) == size
+
+
+def test_bucket_size_rejects_empty_batch():
+    with pytest.raises(ValueError, match="batch size"):
+        bucket_size(0, 8)
+
+
+def test_pad_rows_appends_zeros_and_keeps_full_batches():
+    t = torch.arange(6.0).reshape(3, 2)
+    padded = pad_rows(t, 5)
+    assert padded.shape == (5, 2) and torch.equal(padded[:3], t) and not padded[3:].any()
+    assert pad_rows(t, 3) is t and pad_rows(None, 4) is None
+
+
+def test_reduce_overhead_with_manual_graphs_is_a_config_error():
+    with pytest.raises(ConfigError, match="fast.cuda_graph"):
+        FastConfig(compile="reduce-overhead", cuda_graph=True)
+    assert FastConfig(compile="reduce-overhead", cuda_graph=False).static_shapes
+
+
+def test_cpu_fallback_is_the_plain_denoiser(tiny_unet):
+    ref = plain(tiny_unet)
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="bfloat16"))
+    assert fast.call is None  # on CPU: no conversion, no graphs
+    assert next(fast.unet.parameters()).dtype == torch.float32
+    x, sigma, cond = batch(3)
+    assert torch.equal(fast(x, sigma, cond), ref(x, sigma, cond))
+    for name in ("sigma_min", "sigma_max", "channels", "size", "is_latent"):
+        assert getattr(fast, name) == getattr(ref, name)
+    assert torch.equal(fast.sigmas, ref.sigmas)
+
+
+@pytest.mark.parametrize("n", [1, 3, 6])
+def test_forced_fast_path_matches_plain_in_float32(tiny_unet, n):
+    """dtype float32 + channels-last + padding to a bucket: the same numbers as the plain denoiser."""
+    ref = plain(tiny_unet)
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32", bucket=4), cpu_fallback=False)
+    assert isinstance(fast.call, PaddedCall)  # cuda_graph=True pads; the graph itself is GPU-only
+    x, sigma, cond = batch(n, seed=n)
+    out = fast(x, sigma, cond)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    torch.testing.assert_close(out, ref(x, sigma, cond), rtol=1e-4, atol=1e-4)  # NHWC sums in another order
+
+
+def test_padding_does_not_leak_between_rows(tiny_unet):
+    """Row i of a padded batch equals row i computed alone (GroupNorm and attention are per sample)."""
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32", bucket=8), cpu_fallback=False)
+    x, sigma, cond = batch(3, seed=7)
+    together = fast(x, sigma, cond)
+    alone = torch.cat([fast(x[i:i + 1], sigma[i:i + 1], cond.select(slice(i, i + 1))) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+
+
+def test_forced_fast_path_in_bfloat16_is_close_under_cfg(tiny_unet):
+    """bf16 weights, no autocast, inside CFG with per-sample weights: eps within 5% of the float32 result
+    (CFG multiplies the bf16 error of eps_c - eps_u by w, so the weights stay small here)."""
+    ref = CFGDenoiser(plain(tiny_unet), 7.5)
+    fast = CFGDenoiser(FastDenoiser(plain(tiny_unet), FastConfig(dtype="bfloat16"), cpu_fallback=False), 7.5)
+    x, sigma, cond = batch(3, seed=3)
+    cond = Cond(cond.context, torch.zeros_like(cond.context), torch.tensor([1.0, 1.5, 2.0]))
+    e_ref, e_fast = (eps_from_x0(x, d(x, sigma, cond), sigma) for d in (ref, fast))
+    assert next(fast.inner.unet.parameters()).dtype == torch.bfloat16
+    assert ((e_fast - e_ref).abs().max() / e_ref.abs().max()) < 0.05
+
+
+def test_no_autograd_through_the_unet(tiny_unet):
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32"), cpu_fallback=False)
+    x, sigma, cond = batch(2)
+    x.requires_grad_(True)
+    out = fast(x, sigma, cond)
+    assert not out.requires_grad
+    assert all(not p.requires_grad for p in fast.unet.parameters())
+
+
+def test_wrapped_denoiser_stays_usable_after_conversion(tiny_unet):
+    """The inner VPDenoiser runs on the converted (bf16, channels-last) weights too."""
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="bfloat16"), cpu_fallback=False)
+    x, sigma, cond = batch(2)
+    torch.testing.assert_close(fast.inner(x, sigma, cond), fast(x, sigma, cond), rtol=0.05, atol=0.05)
+
+
+def test_conditional_unet_needs_context(tiny_unet):
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32"), cpu_fallback=False)
+    x, sigma, _ = batch(2)
+    with pytest.raises(ValueError, match="text-conditioned"):
+        fast(x, sigma, Cond())
+
+
+def run_bench(out: Path, *extra: str) -> tuple[dict, float]:
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(BENCH), "--tiny", "--device", "cpu", "--out", str(out),
+                           "--cpu-threads", "1", *extra], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out / "report.json").read_text()), time.perf_counter() - t
+
+
+def test_bench_tiny_cpu_end_to_end(tmp_path):
+    """Every variant and K runs through the engine's real SceneBatch path; JSON, table and profile written."""
+    report, seconds = run_bench(tmp_path, "--force-fast-path")
+    assert report["status"] == "done" and not report["failed"]
+    cells = {(r["variant"], r["k"]) for r in report["rows"]}
+    assert {("eager-fp32", 1), ("fast", 1), ("fast", 2), ("fast+nosync", 2)} <= cells
+    assert all(r["finite_loss"] and r["step_ms"] > 0 and r["scene_its_per_s"] > 0 for r in report["rows"])
+    assert report["stages"]["flops"]["per_image"] > 0 and report["stages"]["matmul_peak"]["tflops"] > 0
+    assert report["unet"]["attention_processors"] == ["AttnProcessor2_0"]  # SDPA
+    assert report["agreement"]["fast"]["rel_err"] < 0.05  # bf16 fast path vs eager fp32
+    assert set(report["targets"]) == {"one scene", "batched", "memory per extra scene"}
+    assert any(s["variant"].startswith("compile") for s in report["skipped"])  # GPU-only, skipped cleanly
+    md = (tmp_path / "report.md").read_text()
+    assert "| variant | K |" in md and "| fast | 2 |" in md
+    assert (tmp_path / "profile_fast_k1.txt").read_text().strip()
+    print(f"tiny CPU bench: {seconds:.1f} s")  # ~20 s on 2 idle cores; not asserted (no timed tests)
+
+
+def test_bench_budget_skips_gracefully(tmp_path):
+    """With no budget left, every measurement is skipped with a reason and the report is still written."""
+    report, _ = run_bench(tmp_path, "--budget-seconds", "0", "--no-profile")
+    assert report["status"] == "done" and report["rows"] == []
+    assert report["skipped"] and all("budget" in s["reason"] or "GPU" in s["reason"] for s in report["skipped"])
+    assert all(t["verdict"] == "n/a" for t in report["targets"].values())
