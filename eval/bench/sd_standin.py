@@ -1,0 +1,123 @@
+"""A Stable-Diffusion-1.5-sized stand-in for the GPU bench: the SD 1.5 UNet architecture with random weights,
+SD's DDPM schedule, fixed random text embeddings [77, 768], and the official SJC run settings. No download,
+no text encoder, no VAE. `tiny` is the same thing shrunk for CPU checks (8x8 latents, a 16^3 grid).
+
+Note: diffusers' `UNet2DConditionModel()` default is *not* SD 1.5 (cross_attention_dim 1280, no sample_size);
+SD 1.5 is that default with `cross_attention_dim=768, sample_size=64` (859.5M parameters, 803.3 GFLOP per
+64x64 forward, counted by FlopCounterMode).
+"""
+import zlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sjc_dist.config import RunConfig
+from sjc_dist.configtools import from_dict
+from sjc_dist.diffusion.cfg import CFGDenoiser
+from sjc_dist.diffusion.fast import DTYPES, FastConfig, FastDenoiser
+from sjc_dist.diffusion.load import Model
+from sjc_dist.diffusion.text import TextConditioner
+from sjc_dist.diffusion.vp_adapter import VPDenoiser
+
+SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+PROMPT = "a hamburger"
+
+
+@dataclass(frozen=True)
+class Size:
+    """One problem size: the UNet's config overrides, the text shape and the run settings."""
+
+    name: str
+    unet: dict
+    context_len: int
+    context_dim: int
+    run: dict
+
+
+SD15 = Size("sd15", {"sample_size": 64, "cross_attention_dim": 768}, 77, 768,
+            {"field": {"grid_size": 100}, "render": {"step": 0.01}})  # the official SJC values (defaults)
+TINY = Size("tiny", {"sample_size": 8, "cross_attention_dim": 32, "block_out_channels": (32, 64),
+                     "layers_per_block": 1, "attention_head_dim": 4, "norm_num_groups": 8,
+                     "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+                     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D")}, 8, 32,
+            {"field": {"grid_size": 16}, "render": {"step": 0.1}})
+SIZES = {"sd15": SD15, "tiny": TINY}
+
+
+def build_unet(size: Size, device: torch.device, seed: int = 0) -> torch.nn.Module:
+    """The UNet of `size` with random weights, built directly on `device` in float32 (eval, frozen)."""
+    from diffusers import UNet2DConditionModel
+
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(seed)  # diffusers initialises from the global RNG: scoped here by fork_rng
+        unet = UNet2DConditionModel(**size.unet)
+    return unet.eval().requires_grad_(False)
+
+
+def unet_flops(unet: torch.nn.Module) -> float:
+    """FLOPs of one forward of one image (2 x multiply-adds), counted on a meta-device copy."""
+    from diffusers import UNet2DConditionModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = unet.config
+    with torch.device("meta"):
+        meta = UNet2DConditionModel.from_config(cfg)
+        x = torch.zeros(1, cfg.in_channels, cfg.sample_size, cfg.sample_size)
+        ctx = torch.zeros(1, 77, cfg.cross_attention_dim)
+        t = torch.zeros(1)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(x, t, encoder_hidden_states=ctx, return_dict=False)
+    return float(counter.get_total_flops())
+
+
+def sd_alphas_cumprod() -> Tensor:
+    """abar_t [1000] of SD's scaled-linear DDPM schedule."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, **SD_BETAS).alphas_cumprod
+
+
+class RandomText(TextConditioner):
+    """TextConditioner whose 'encoder' is a fixed random embedding [L, D] per prompt string (seeded by the
+    string's CRC32), so the engine's real conditioning path (`cond`, its cache and weight transfer) runs."""
+
+    def __init__(self, length: int, dim: int, device: torch.device, seed: int = 0):
+        self.length, self.dim, self._device, self.seed = length, dim, device, seed
+        self.max_length = length
+        self._cache: dict[str, Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def embed(self, prompts: list[str]) -> Tensor:
+        """[P, L, D] float32 on the device, the same tensor for the same string."""
+        for p in prompts:
+            if p not in self._cache:
+                gen = torch.Generator().manual_seed(self.seed + zlib.crc32(p.encode()))
+                self._cache[p] = torch.randn(self.length, self.dim, generator=gen).to(self._device)
+        return torch.stack([self._cache[p] for p in prompts])
+
+
+def make_denoiser(unet: torch.nn.Module, dtype: str, fast: FastConfig | None, cpu_fallback: bool = True):
+    """VPDenoiser (eager, with autocast when half) or FastDenoiser around `unet` (converted in place)."""
+    if fast is None:
+        unet.to(DTYPES[dtype])
+        return VPDenoiser(unet, sd_alphas_cumprod(), "epsilon", "nearest", DTYPES[dtype], is_latent=True)
+    inner = VPDenoiser(unet, sd_alphas_cumprod(), "epsilon", "nearest", torch.float32, is_latent=True)
+    return FastDenoiser(inner, fast, cpu_fallback=cpu_fallback)
+
+
+def make_model(denoiser, size: Size, device: torch.device, weight: float = 100.0) -> Model:
+    """A Model as load_model returns it (CFG-wrapped), with RandomText as its text conditioner."""
+    text = RandomText(size.context_len, size.context_dim, device)
+    return Model(CFGDenoiser(denoiser, weight), text, None, f"{size.name}-random", device)
+
+
+def run_config(size: Size, seed: int) -> RunConfig:
+    """The official SJC settings (dataclass defaults) at this size, for scene number `seed`."""
+    data = {"model": {"name": f"{size.name}-random"}, "prompt": {"text": PROMPT}, "seed": seed,
+            "output": {"progress": False}, **size.run}
+    return from_dict(RunConfig, data)
