@@ -33,6 +33,8 @@ class ModelConfig:
                      choices=("auto", "float32", "float16", "bfloat16"))
     sigma_to_t: str = opt("nearest", "timestep of a continuous sigma: nearest tick, or interpolated in log-sigma",
                           choices=("nearest", "interp"))
+    fast: bool = opt(True, "on a GPU, call the UNet through FastDenoiser (half precision, channels-last, one "
+                           "CUDA graph per padded batch size); ignored on a CPU")
 
 
 @dataclass
@@ -106,11 +108,11 @@ def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0)
         from ..toyworld.data import empirical_denoiser
         return Model(empirical_denoiser(prompt, device), None, None, "empirical", device)
     return load_diffusers(path, device, resolve_dtype(cfg.dtype, device), cfg.sigma_to_t, guidance_weight,
-                          name=cfg.name)
+                          name=cfg.name, fast=cfg.fast)
 
 
 def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_to_t: str = "nearest",
-                   guidance_weight: float = 1.0, name: str = "") -> Model:
+                   guidance_weight: float = 1.0, name: str = "", fast: bool = False) -> Model:
     """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
     from transformers import AutoModel, AutoTokenizer
@@ -130,4 +132,8 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
         text = TextConditioner(tokenizer, encoder)
     inner = VPDenoiser(unet, sched.alphas_cumprod, sched.config.prediction_type, sigma_to_t, dtype,
                        is_latent=vae is not None)
+    if fast and device.type == "cuda":
+        from .fast import FastConfig, FastDenoiser
+        name_of = {v: k for k, v in DTYPES.items()}
+        inner = FastDenoiser(inner, FastConfig(dtype=name_of[dtype]))
     return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device)

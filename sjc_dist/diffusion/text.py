@@ -43,4 +43,4 @@ class TextConditioner:
         context = self.embed(prompts)
         uncond = self.embed([negative] * len(prompts))
         w = None if weight is None else torch.as_tensor(weight, dtype=torch.float32).expand(len(prompts))
-        return Cond(context, uncond, None if w is None else w.to(context.device).clone())
+        return Cond(context, uncond, None if w is None else w.to(context.device, non_blocking=True).clone())

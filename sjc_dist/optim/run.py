@@ -103,7 +103,8 @@ class SJCRun:
         n = self.cfg.render.views_per_step
         out, cams = self.scene.views(n, self.cpu_gen)
         labels = view_labels(cams, self.cfg.camera.overhead_above) if cams is not None else None
-        sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device)
+        sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device,
+                                                                                    non_blocking=True)
         target = self.guidance.target(out.image)
         y, s_k, noise, z = self.guidance.perturb(target, sigma, self.noise_gen)
         cond = Cond.cat([self.cond_for(labels, n)] * self.cfg.guidance.n_noise)

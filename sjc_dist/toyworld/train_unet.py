@@ -81,25 +81,12 @@ def train(out: Path, seconds: float, device: str, batch: int = 256, per_caption:
     use_amp = device.startswith("cuda")
     losses, step, t0 = [], 0, time.time()
     while time.time() - t0 < seconds:
-        idx = torch.randint(len(images), (batch,), device=device)
-        x0 = images[idx].float()
-        x0 = torch.where(torch.rand(batch, 1, 1, 1, device=device) < 0.5, x0, x0.flip(-1))  # mirror views
-        lab = labels[idx]
-        lab = torch.where(torch.rand(batch, device=device) < 0.1, torch.full_like(lab, len(caps)), lab)
-        t = torch.randint(0, 1000, (batch,), device=device)
-        noise = torch.randn_like(x0)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
-            ctx = text(ids[lab])[0]
-            pred = unet(xt, t, encoder_hidden_states=ctx).sample
-        loss = F.mse_loss(pred.float(), noise)
+        loss = diffusion_loss(unet, text, images, labels, ids, abar, batch, len(caps), use_amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        for g in opt.param_groups:  # short warm-up, then cosine to 10% over the time budget
-            frac = min(1.0, (time.time() - t0) / seconds)
-            g["lr"] = lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr * lr_factor(step, (time.time() - t0) / seconds)
         opt.step()
         with torch.no_grad():
             decay = min(ema_decay, (1 + step) / (10 + step))
@@ -119,6 +106,28 @@ def train(out: Path, seconds: float, device: str, batch: int = 256, per_caption:
     (out / "train_unet_log.json").write_text(json.dumps(log, indent=1))
     plot_losses(losses, out / "train_unet_loss.png")
     return log
+
+
+def diffusion_loss(unet, text, images, labels, ids, abar, batch: int, n_captions: int, use_amp: bool):
+    """Epsilon MSE on a random batch: mirrored views, 10% of captions dropped to "" (index n_captions)."""
+    device = images.device
+    idx = torch.randint(len(images), (batch,), device=device)
+    x0 = images[idx].float()
+    x0 = torch.where(torch.rand(batch, 1, 1, 1, device=device) < 0.5, x0, x0.flip(-1))
+    lab = labels[idx]
+    lab = torch.where(torch.rand(batch, device=device) < 0.1, torch.full_like(lab, n_captions), lab)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    noise = torch.randn_like(x0)
+    a = abar[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        pred = unet(xt, t, encoder_hidden_states=text(ids[lab])[0]).sample
+    return F.mse_loss(pred.float(), noise)
+
+
+def lr_factor(step: int, frac: float) -> float:
+    """Linear warm-up over 200 steps, then cosine from 1 to 0.1 over the time budget (frac in [0, 1])."""
+    return min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
 
 def save(out: Path, unet, text, tok, sched) -> None:
