@@ -1,0 +1,129 @@
+"""The worker pool: how trials reach SceneWorkers.
+
+Placement is keyed by model: for each model name a sweep needs, the driver starts `workers` named, detached
+actors `<prefix>-<model slug>-<i>` in the Ray namespace 'sjc'. A trial holds no worker of its own: it looks
+its model's workers up by name (`acquire`), asks each for its load, and opens a slot on the least loaded one
+(same node first), falling through to the next when one says WorkerFull; that refusal happens inside the
+actor, so two trials can never overbook a worker. A worker found dead (killed, node lost) is recreated under
+the same name by whichever trial notices first (`get_if_exists`), so a killed worker's trials resume from
+their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
+"""
+import re
+import time
+from dataclasses import dataclass
+
+import ray
+
+from .slot_errors import WorkerFull
+from .worker_options import WorkerOptions
+
+NAMESPACE = "sjc"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]+", "-", text).strip("-").lower()[-40:] or "model"
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The pool of one sweep: actor-name prefix, how many workers per model, and their resources."""
+
+    prefix: str
+    workers: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    options: WorkerOptions | None = None
+
+    def names(self, model: str) -> list[str]:
+        return [f"{self.prefix}-{slug(model)}-{i}" for i in range(self.workers)]
+
+    def worker_options(self, model: str) -> WorkerOptions:
+        from dataclasses import replace
+
+        return replace(self.options or WorkerOptions(model), model=model)
+
+
+def ensure_worker(spec: PoolSpec, model: str, name: str):
+    """The live actor of that name, created (detached, threaded) if it does not exist or died."""
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        pass
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    from .worker import SceneWorker  # torch is imported only where a worker is created
+
+    opts = spec.worker_options(model)
+    # placement_group=None: a trial recreating a worker must not squeeze it into the trial's own placement
+    # group (Tune captures child actors there), or it would wait forever for resources the trial holds.
+    actor = ray.remote(SceneWorker).options(
+        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=spec.cpus,
+        num_gpus=spec.gpus, max_concurrency=opts.max_slots + 8, max_restarts=0,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    return actor.remote(opts)
+
+
+def start(spec: PoolSpec, models: list[str]) -> list:
+    """Create every worker of every model (they load their model on first use) and wait until they answer."""
+    handles = [ensure_worker(spec, m, n) for m in models for n in spec.names(m)]
+    ray.get([h.ping.remote() for h in handles])
+    return handles
+
+
+def _placements(spec: PoolSpec, model: str) -> list[tuple]:
+    """(load, other node?, index, handle) of each live worker; dead ones are skipped (recreated next time)."""
+    here = ray.get_runtime_context().get_node_id()
+    out = []
+    for i, name in enumerate(spec.names(model)):
+        handle = ensure_worker(spec, model, name)
+        try:
+            p = ray.get(handle.placement.remote(), timeout=600)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            continue
+        out.append((p["load"] / p["max"], p["node"] != here, i, handle))
+    return sorted(out, key=lambda t: t[:3])
+
+
+def acquire(spec: PoolSpec, model: str, open_call, timeout: float = 3600.0, poll: float = 0.5):
+    """(handle, result of open_call(handle)) on the least loaded worker that accepts; waits while all are full.
+
+    `open_call(handle)` issues `open` or `restore` and returns its ObjectRef."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for *_, handle in _placements(spec, model):
+            try:
+                return handle, ray.get(open_call(handle))
+            except WorkerFull:
+                continue
+            except ray.exceptions.RayActorError:
+                continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no '{model}' worker had a free slot for {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def same_node(handle) -> bool:
+    return ray.get(handle.node_id.remote()) == ray.get_runtime_context().get_node_id()
+
+
+def collect_stats(spec: PoolSpec, models: list[str]) -> list[dict]:
+    """Each live worker's counters (model loads, rounds, mean batch), for the sweep summary."""
+    out = []
+    for m in models:
+        for name in spec.names(m):
+            try:
+                handle = ray.get_actor(name, namespace=NAMESPACE)
+                out.append({"name": name, **ray.get(handle.worker_stats.remote(), timeout=60)})
+            except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                out.append({"name": name, "dead": True})
+    return out
+
+
+def shutdown(spec: PoolSpec, models: list[str]) -> None:
+    """Kill every worker of the sweep (they are detached: nothing else would)."""
+    for m in models:
+        for name in spec.names(m):
+            try:
+                ray.kill(ray.get_actor(name, namespace=NAMESPACE))
+            except ValueError:
+                pass

@@ -1,0 +1,262 @@
+"""SlotStepper: the engine inside a SceneWorker, without Ray: one model, up to `max_slots` scenes, batched steps.
+
+Slots: open(run_config_dict) -> slot, advance(slot, n) -> metrics, save(slot, path), restore(path) -> slot,
+close(slot). Callers (one thread per trial: Ray runs the actor's methods on a thread pool) only post work;
+one stepper thread runs *rounds*: every slot with steps still to take advances by one step, and all scenes
+on the same loaded model share one denoiser forward (`SceneBatch.step_all`). So K trials stepping at once on
+one worker cost one batched forward per step, not K. Each scene keeps its own generators, so a scene's
+trajectory does not depend on who it was batched with.
+Memory is bounded by `max_slots`: each slot holds one field, its optimiser state and one step's activations;
+the forward batch is at most max_slots x views_per_step x n_noise (x2 with CFG). `open` on a full worker
+raises WorkerFull instead of allocating. Models load once per worker and model key (every ModelConfig field;
+plus the prompt for 'empirical', whose data *is* the prompt's object); `loads` counts them.
+Errors crossing to Ray are plain-message exceptions (SlotError, WorkerFull), and a diverged scene is reported
+in its metrics (`sjc_status: failed`), never raised: Tune would otherwise retry it.
+"""
+import dataclasses
+import io
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig, load_config
+from ..configtools import to_dict, to_json
+from ..diffusion.load import Model, load_model
+from ..errors import DivergenceError, SJCError
+from ..optim.checkpoint import load_checkpoint, save_checkpoint
+from ..optim.multiscene import SceneBatch
+from ..optim.run import SJCRun
+from .scoring import make_scorer
+from .slot_errors import SlotError, WorkerFull
+
+
+@dataclass
+class Slot:
+    """One scene on the worker: its run, steps still to take, and its share of device time."""
+
+    run: SJCRun
+    score: Callable
+    scorer: str
+    todo: int = 0
+    error: str = ""
+    device_seconds: float = 0.0
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker: model loads, rounds (denoiser forwards) and scene-steps."""
+
+    model: str
+    loads: int = 0
+    rounds: int = 0
+    scene_steps: int = 0
+    open_slots: int = 0
+    max_slots: int = 0
+    opened: int = 0
+    model_keys: list = field(default_factory=list)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.scene_steps / max(self.rounds, 1)
+
+
+def model_key(cfg: RunConfig) -> tuple:
+    """What identifies a loaded model: every ModelConfig field; the empirical model's data is the prompt's too."""
+    key = dataclasses.astuple(cfg.model)
+    return key + (cfg.prompt.text,) if cfg.model.name == "empirical" else key
+
+
+class SlotStepper:
+    """Holds the scenes of one model and steps them in batched rounds on a background thread."""
+
+    def __init__(self, model_name: str, max_slots: int = 4, threads: int = 0,
+                 loader: Callable[..., Model] = load_model):
+        if threads > 0:
+            torch.set_num_threads(threads)
+        self.model_name, self.max_slots, self.loader = model_name, max_slots, loader
+        self.models: dict[tuple, Model] = {}
+        self.slots: dict[int, Slot | None] = {}
+        self.stats = WorkerStats(model_name, max_slots=max_slots)
+        self.cv, self.load_lock = threading.Condition(), threading.Lock()
+        self._next, self._stop = 0, False
+        self.thread = threading.Thread(target=self._loop, name="sjc-stepper", daemon=True)
+        self.thread.start()
+
+    # --- slots ----------------------------------------------------------------------------------------------
+    def open(self, run_config: dict, scorer: str = "auto") -> int:
+        """Validate a run config (the same `load_config` as `sjc run`) and open a scene for it, scored by
+        `scorer` (scoring.py) at every report."""
+        cfg = self._validate(run_config)
+        slot, built = self._reserve(), False
+        try:
+            run = SJCRun(cfg, self._model(cfg))
+            score, scorer = make_scorer(scorer, run)
+            built = True
+        except (SJCError, ValueError) as err:
+            raise SlotError(str(err)) from None
+        finally:
+            if not built:  # any failure (also a load error or out of memory) frees the reserved slot
+                self._release(slot)
+        with self.cv:
+            self.slots[slot] = Slot(run, score, scorer)
+            self.stats.opened += 1
+        return slot
+
+    def _validate(self, run_config: dict) -> RunConfig:
+        try:
+            cfg = load_config(run_config)
+        except SJCError as err:
+            raise SlotError(str(err)) from None
+        if cfg.model.name != self.model_name:
+            raise SlotError(f"this worker serves model '{self.model_name}', not '{cfg.model.name}'")
+        return cfg
+
+    def _reserve(self) -> int:
+        with self.cv:
+            if len(self.slots) >= self.max_slots:
+                raise WorkerFull(f"all {self.max_slots} slots of the '{self.model_name}' worker are taken")
+            slot, self._next = self._next, self._next + 1
+            self.slots[slot] = None  # reserved: counted against max_slots while the scene is built
+            return slot
+
+    def _release(self, slot: int) -> None:
+        with self.cv:
+            self.slots.pop(slot, None)
+
+    def _model(self, cfg: RunConfig) -> Model:
+        key = model_key(cfg)
+        with self.load_lock:
+            if key not in self.models:
+                self.models[key] = self.loader(cfg.model, cfg.prompt.text, cfg.guidance.weight)
+                self.stats.loads += 1
+                self.stats.model_keys.append(list(key))
+            return self.models[key]
+
+    def _get(self, slot: int) -> Slot:
+        s = self.slots.get(slot)
+        if s is None:
+            raise SlotError(f"no open slot {slot} on this worker")
+        return s
+
+    def close(self, slot: int) -> None:
+        with self.cv:
+            self.slots.pop(slot, None)
+
+    # --- stepping -------------------------------------------------------------------------------------------
+    def advance(self, slot: int, n: int) -> dict:
+        """Take n more steps (at most up to the run's `steps`), batched with every other busy slot; then
+        check finiteness and score. Returns the last step's metrics, the score and `sjc_status`."""
+        s = self._get(slot)
+        with self.cv:
+            s.todo = max(0, min(n, s.run.cfg.steps - s.run.step_index))
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: s.todo == 0 or self._stop)
+        return self._report(s)
+
+    def _report(self, s: Slot) -> dict:
+        base = {"sjc_step": s.run.step_index, "steps_total": s.run.cfg.steps, "scorer": s.scorer,
+                "device_seconds": s.device_seconds}
+        try:
+            if s.error:
+                raise SlotError(s.error)
+            s.run.check_finite()
+            metrics = dataclasses.asdict(s.run.metrics()) if hasattr(s.run, "_last") else {}
+            metrics.update(s.score(s.run))
+        except (DivergenceError, SlotError) as err:
+            return {**base, "sjc_status": "failed", "failure": f"{type(err).__name__}: {err}"}
+        metrics.pop("step", None)
+        return {**metrics, **base, "sjc_status": "running"}
+
+    def _loop(self) -> None:
+        while True:
+            with self.cv:
+                self.cv.wait_for(lambda: self._stop or any(s is not None and s.todo > 0 for s in self.slots.values()))
+                if self._stop:
+                    return
+                busy = [s for s in self.slots.values() if s is not None and s.todo > 0]
+            self._round(busy)
+            with self.cv:
+                for s in busy:
+                    s.todo = 0 if s.error else s.todo - 1
+                self.cv.notify_all()
+
+    def _round(self, busy: list[Slot]) -> None:
+        """One step of every busy slot: one SceneBatch (one denoiser forward) per loaded model."""
+        groups: dict[int, list[Slot]] = {}
+        for s in busy:
+            groups.setdefault(id(s.run.model), []).append(s)
+        for group in groups.values():
+            start = time.perf_counter()
+            try:
+                SceneBatch([s.run for s in group]).step_all()
+            except Exception as err:  # noqa: BLE001 - one bad round fails its scenes, never the worker
+                for s in group:
+                    s.error = f"{type(err).__name__}: {err}"
+            share = (time.perf_counter() - start) / len(group)
+            for s in group:
+                s.device_seconds += share
+            self.stats.rounds += 1
+            self.stats.scene_steps += len(group)
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def _state(self, slot: int) -> dict:
+        s = self._get(slot)
+        return {"config": to_dict(s.run.cfg), "run": s.run.state_dict(), "device_seconds": s.device_seconds}
+
+    def save(self, slot: int, path: str) -> str:
+        """Write the slot's whole state (config, field, optimiser, step, RNGs) atomically to `path`."""
+        return str(save_checkpoint(self._state(slot), Path(path)))
+
+    def restore(self, path: str, scorer: str = "auto") -> int:
+        """Open a slot from a file written by `save` (on this or any other worker)."""
+        return self._load_state(load_checkpoint(Path(path)), scorer)
+
+    def export_state(self, slot: int) -> bytes:
+        """The `save` file's bytes, for a trial on another node than this worker."""
+        buf = io.BytesIO()
+        torch.save(self._state(slot), buf)
+        return buf.getvalue()
+
+    def import_state(self, data: bytes, scorer: str = "auto") -> int:
+        return self._load_state(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), scorer)
+
+    def _load_state(self, state: dict, scorer: str) -> int:
+        slot = self.open(state["config"], scorer)
+        s = self._get(slot)
+        s.run.load_state_dict(state["run"])
+        s.device_seconds = float(state.get("device_seconds", 0.0))
+        return slot
+
+    def finish(self, slot: int, run_dir: str, evaluate: Callable | None = None) -> dict:
+        """Write the run's folder (config.json, field, views, turntable, mesh, summary) and evaluate it."""
+        from ..artifacts import write_outputs
+
+        s, out = self._get(slot), Path(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(to_json(s.run.cfg))
+        files = {k: str(v) for k, v in write_outputs(s.run, out).items()}
+        files["config"] = str(out / "config.json")
+        summary = {"steps": s.run.step_index, "device_seconds": s.device_seconds, "files": files}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        metrics, note = evaluate(out) if evaluate is not None else ({}, "evaluation off")
+        return {"files": files, "eval": metrics, "eval_note": note}
+
+    def worker_stats(self) -> dict:
+        with self.cv:
+            self.stats.open_slots = sum(1 for s in self.slots.values() if s is not None)
+        return {**dataclasses.asdict(self.stats), "mean_batch": self.stats.mean_batch}
+
+    def load(self) -> int:
+        """Open (or reserved) slots: the placement key of the pool."""
+        with self.cv:
+            return len(self.slots)
+
+    def shutdown(self) -> None:
+        with self.cv:
+            self._stop = True
+            self.cv.notify_all()
