@@ -52,15 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace):
     """Preset/YAML (or the resumed run's config.json) + shortcuts + --set, validated."""
-    from .config import load_config
+    from .config import load_config, preset_path
 
-    sets = [f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None]
     if args.resume:
-        cfg_file = Path(args.resume) / "config.json"
-        data = load_yaml(cfg_file)
+        data = load_yaml(Path(args.resume) / "config.json")
         data.setdefault("output", {})["dir"] = str(Path(args.resume))
-        return load_config(data, [*sets, *args.sets])
-    return load_config(args.config or "toy", [*sets, *args.sets])
+    else:
+        data = load_yaml(preset_path(args.config or "toy"))
+    for flag, key in SHORTCUTS.items():  # taken verbatim: a prompt "yes" stays the string "yes"
+        if getattr(args, flag) is not None:
+            section, _, leaf = key.rpartition(".")
+            (data.setdefault(section, {}) if section else data)[leaf] = getattr(args, flag)
+    return load_config(data, args.sets)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,8 @@ class OutputConfig:
     checkpoint_every: int = opt(1000, "steps between checkpoints (0 = only at the end)", ge=0)
     eval_views: int = opt(8, "views in the multi-view grid (evenly spaced azimuths)", ge=1, le=64)
     turntable_frames: int = opt(60, "frames of the turntable GIF (0 = none; official 100)", ge=0, le=720)
-    mesh_level: float = opt(0.5, "voxel opacity 1 - exp(-tau * voxel) at which the mesh surface is cut",
+    mesh_level: float = opt(0.1, "voxel opacity 1 - exp(-tau * voxel) at which the mesh is cut and a voxel counts "
+                                 "as occupied (SJC fields are soft: 0.5 leaves most results empty)",
                             gt=0.0, lt=1.0)
     progress: bool = opt(True, "show a progress bar")
 
