@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--method", choices=list(METHODS), default="sjc")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompts", type=int, default=25)
+    ap.add_argument("--every", type=int, default=1, help="take every k-th caption (6: one per shape and colour)")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--summarize", type=Path)
     a = ap.parse_args()
@@ -90,7 +91,7 @@ def main() -> None:
         print(summarize(a.summarize))
         return
     a.out.mkdir(parents=True, exist_ok=True)
-    prompts = captions()[: a.prompts]
+    prompts = captions()[:: a.every][: a.prompts]
     runs, model, secs = generate(a.method, a.seed, prompts, a.sets)
     tag = f"{a.method}_s{a.seed}"
     rows = score(runs, model, prompts, a.out, tag)
