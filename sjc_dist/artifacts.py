@@ -8,7 +8,6 @@ from safetensors.torch import save_file
 from .diffusion.load import Model
 from .optim.run import SJCRun
 from .scene import export
-from .scene.cameras import orbit
 from .scene.scenes import VoxelScene
 
 
@@ -73,4 +72,4 @@ def write_outputs(run: SJCRun, run_dir: Path) -> dict[str, Path]:
     return files
 
 
-__all__ = ["render_eval", "save_field", "write_outputs", "orbit"]
+__all__ = ["render_eval", "save_field", "write_outputs"]

@@ -18,7 +18,6 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    # RNG states must stay on the CPU as ByteTensors; everything else moves with load_state_dict.
-    return state
+def load_checkpoint(path: str | Path) -> dict:
+    """The saved state, on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest."""
+    return torch.load(Path(path), map_location="cpu", weights_only=True)
