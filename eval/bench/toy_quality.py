@@ -61,7 +61,7 @@ def score(runs, model, prompts, out: Path, tag: str) -> list[dict]:
 
 def summarize(out: Path) -> str:
     lines = ["| method | seeds | objects | R-Precision@1 (toy CLIP, 8 views) | mean 3D IoU (best yaw) | IoU centred | "
-             "colour error | s / 800 steps (25 scenes) |", "|---|---|---|---|---|---|---|---|"]
+             "colour error | seconds (all steps, one batch) |", "|---|---|---|---|---|---|---|---|"]
     for method in METHODS:
         files = sorted(out.glob(f"{method}_s*.json"))
         if not files:
