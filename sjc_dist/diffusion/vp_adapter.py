@@ -58,10 +58,6 @@ class VPDenoiser(Denoiser):
         lo_v, hi_v = self.log_sigmas[hi - 1], self.log_sigmas[hi]
         return (hi - 1).float() + (log_s - lo_v) / (hi_v - lo_v)
 
-    def t_to_sigma(self, t: Tensor) -> Tensor:
-        """sigma of integer timesteps t [B]."""
-        return self.sigmas[t.long().to(self.sigmas.device)]
-
     def __call__(self, x: Tensor, sigma: Tensor, cond: Cond | None = None) -> Tensor:
         sigma = sigma.to(x.device, torch.float32)
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.prediction_type))
