@@ -1,4 +1,6 @@
-"""SceneBatch: K scenes (SJCRuns on one model) stepped together, their denoiser calls fused into one forward.
+"""SceneBatch: K scenes (SJCRuns on one model) stepped together: voxel scenes of one shape rendered in one pass
+(`render_scenes`), one denoiser forward for all, one backward of the summed losses (the scenes' parameters are
+disjoint, so each gets exactly its own gradient), then each scene's own optimiser step.
 
 Scenes may differ in prompt, seed and every hyperparameter (guidance kind and weight, sigma window, lambda
 schedule, ...): only D(z; sigma, cond) is shared, with per-sample sigma, text embeddings and CFG weight.
@@ -7,6 +9,7 @@ Each scene keeps its own generators, so its trajectory is the same alone or in a
 import torch
 
 from ..diffusion.denoiser import Cond
+from ..scene.scenes import render_scenes
 from .run import SJCRun
 
 
@@ -30,10 +33,25 @@ class SceneBatch:
         runs = self.runs if runs is None else runs
         if not runs:
             return []
-        pending = [r.begin() for r in runs]
+        pending = [r.begin(v) for r, v in zip(runs, self.views(runs))]
         z = torch.cat([p.z for p in pending])
         sigma = torch.cat([p.sigma_k for p in pending])
         cond = Cond.cat([p.cond for p in pending])
         denoised = runs[0].guidance.denoise(z, sigma, cond)
         sizes = [p.z.shape[0] for p in pending]
-        return [r.finish(p, d) for r, p, d in zip(runs, pending, denoised.split(sizes))]
+        losses = [r.loss(p, d) for r, p, d in zip(runs, pending, denoised.split(sizes))]
+        for r in runs:
+            r.opt.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        return [r.apply(loss) for r, loss in zip(runs, losses)]
+
+    @staticmethod
+    def views(runs: list[SJCRun]) -> list[tuple | None]:
+        """Each run's (render, cameras) for this step, voxel scenes rendered together; None for 2D scenes."""
+        cams = [r.sample_cameras() for r in runs]
+        voxel = [i for i, c in enumerate(cams) if c is not None]
+        renders = render_scenes([runs[i].scene for i in voxel], [cams[i] for i in voxel])
+        out: list[tuple | None] = [None] * len(runs)
+        for i, rendered in zip(voxel, renders):
+            out[i] = (rendered, cams[i])
+        return out

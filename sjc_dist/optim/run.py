@@ -2,8 +2,8 @@
 
 A step: sample cameras and sigma -> render y = f(theta) -> guidance update u (no grad through the denoiser)
 -> loss = -<u, y> + lambda(step) emptiness + w_depth center_depth -> Adamax step on theta.
-The step is split into `begin` (render, perturb), `denoise` and `finish` so that a SceneBatch can share one
-denoiser forward between scenes. Randomness: a CPU generator (cameras, sigma) and a generator on the device
+The step is split into `begin` (render, perturb), `denoise`, `loss` and `apply` (optimiser step) so that a
+SceneBatch can render its scenes in one pass, share one denoiser forward and one backward between them. Randomness: a CPU generator (cameras, sigma) and a generator on the device
 (noise), both seeded from the config and saved in checkpoints, so a resumed run retraces the same path.
 """
 import time
@@ -19,7 +19,7 @@ from ..diffusion.sigmas import SigmaSampler, resolve_range
 from ..diffusion.text import view_prompt
 from ..errors import ConfigError, DivergenceError
 from ..guidance.base import GuidanceOutput, chain, make_guidance
-from ..scene.cameras import view_labels
+from ..scene.cameras import Cameras, view_labels
 from ..scene.render import RenderOutput
 from ..scene.scenes import ImageScene, VoxelScene
 from .losses import center_depth, emptiness, emptiness_weight
@@ -73,7 +73,7 @@ class SJCRun:
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         if dims == 3:
             self.scene = VoxelScene(cfg.field, cfg.background, cfg.camera, channels, res, cfg.render.step,
-                                    self.cpu_gen)
+                                    self.cpu_gen, cfg.render.compile)
         else:
             self.scene = ImageScene(channels, res, self.cpu_gen)
         self.scene.to(self.device)
@@ -98,10 +98,11 @@ class SJCRun:
         return self.model.text.cond(prompts, p.negative, self.cfg.guidance.weight)
 
     # --- the step, in three parts ---------------------------------------------------------------------
-    def begin(self) -> Pending:
+    def begin(self, views: tuple[RenderOutput, Cameras] | None = None) -> Pending:
+        """Render (or take `views`, rendered by a SceneBatch from this run's `sample_cameras`), then perturb."""
         t0 = time.perf_counter()
         n = self.cfg.render.views_per_step
-        out, cams = self.scene.views(n, self.cpu_gen)
+        out, cams = views if views is not None else self.scene.views(n, self.cpu_gen)
         labels = view_labels(cams, self.cfg.camera.overhead_above) if cams is not None else None
         sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device,
                                                                                     non_blocking=True)
@@ -110,20 +111,36 @@ class SJCRun:
         cond = Cond.cat([self.cond_for(labels, n)] * self.cfg.guidance.n_noise)
         return Pending(out, target, y, z, noise, sigma, s_k, cond, t0)
 
-    def finish(self, p: Pending, denoised: Tensor) -> Tensor:
-        """Apply the update and regularisers, take the optimiser step; returns the loss (no host sync)."""
+    def sample_cameras(self) -> Cameras | None:
+        """This step's cameras (None for a 2D scene), drawn as `begin` would draw them."""
+        if not isinstance(self.scene, VoxelScene):
+            return None
+        return self.scene.cameras.sample(self.cfg.render.views_per_step, self.cpu_gen)
+
+    def loss(self, p: Pending, denoised: Tensor) -> Tensor:
+        """The surrogate loss of the update and the regularisers (with grad into theta)."""
         u = self.guidance.reduce(self.guidance.update(p.y, p.z, p.noise, denoised, p.sigma_k), p.target.shape[0])
         gout = GuidanceOutput(p.target, u, p.sigma)
         terms = self.loss_terms(p.render, gout)
-        loss = sum(terms.values())
+        self._terms = (terms, gout, p)
+        return sum(terms.values())
+
+    def apply(self, loss: Tensor) -> Tensor:
+        """The optimiser step, once `loss` has been backpropagated; returns the loss (no host sync)."""
+        self.opt.step()
+        loss = loss.detach()
+        bad = ~torch.isfinite(loss)
+        self._first_bad = torch.where((self._first_bad < 0) & bad, self.step_index, self._first_bad)
+        self._last = (*self._terms, loss)
+        self.step_index += 1
+        return loss
+
+    def finish(self, p: Pending, denoised: Tensor) -> Tensor:
+        """Apply the update and regularisers, take the optimiser step; returns the loss (no host sync)."""
+        loss = self.loss(p, denoised)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt.step()
-        bad = ~torch.isfinite(loss.detach())
-        self._first_bad = torch.where((self._first_bad < 0) & bad, self.step_index, self._first_bad)
-        self._last = (terms, gout, p, loss.detach())
-        self.step_index += 1
-        return loss.detach()
+        return self.apply(loss)
 
     def step(self) -> Tensor:
         p = self.begin()

@@ -56,6 +56,15 @@ class Cameras:
         o = self.c2w[:, None, :3, 3].expand_as(d)
         return o, F.normalize(d, dim=-1)
 
+    @staticmethod
+    def cat(cams: list["Cameras"]) -> "Cameras":
+        """One batch of all cameras (same H x W), in order."""
+        if len(cams) == 1:
+            return cams[0]
+        return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.fov for c in cams]),
+                       torch.cat([c.azimuth for c in cams]), torch.cat([c.elevation for c in cams]),
+                       cams[0].height, cams[0].width)
+
     def to(self, device: torch.device) -> "Cameras":
         # non_blocking: no host sync per step (the bench's profile showed two here)
         return Cameras(self.c2w.to(device, non_blocking=True), self.fov.to(device, non_blocking=True),

@@ -4,6 +4,7 @@ Channel 0 is raw density, channels 1..C are features (C = 3 RGB for pixel models
 Trilinear interpolation of the raw values, then tau = softplus(raw * e^{d_scale} + density_shift) (the official
 activation, d_scale a learnable scalar initialised at 0); features are raw ("none") or tanh-squashed.
 Grid axes follow grid_sample: index [z, y, x] for a point (x, y, z) / L in [-1, 1].
+`query_fields` samples K fields of one shape in one batched grid_sample (the batched-scenes path).
 """
 from dataclasses import dataclass
 
@@ -44,19 +45,17 @@ class VoxelField(nn.Module):
 
     def activate(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         """raw [..., 1 + C] -> (tau [...], features [..., C])."""
-        tau = F.softplus(raw[..., 0] * self.d_scale.exp() + self.cfg.density_shift)
-        feat = raw[..., 1:]
-        return tau, torch.tanh(feat) if self.cfg.feature_activation == "tanh" else feat
+        return activate(raw, self.d_scale, self.cfg.density_shift, self.cfg.feature_activation)
 
     def query(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Density tau [...] and features [..., C] at world points [..., 3]."""
-        shape = points.shape[:-1]
-        g = (points / self.cfg.bbox_len).reshape(1, 1, 1, -1, 3).to(self.grid.dtype)
-        raw = F.grid_sample(self.grid, g, mode="bilinear", align_corners=True)  # [1, 1+C, 1, 1, P]
-        raw = raw.reshape(1 + self.channels, -1).T.reshape(*shape, 1 + self.channels)
-        tau, feat = self.activate(raw)
-        inside = (points.abs() <= self.cfg.bbox_len).all(-1)
-        return tau * inside, feat
+        tau, feat = query_fields([self], points.reshape(1, -1, 3))
+        return tau.reshape(points.shape[:-1]), feat.reshape(*points.shape[:-1], self.channels)
+
+    def stack_key(self) -> tuple:
+        """Fields with equal keys can be queried together by `query_fields`."""
+        return (tuple(self.grid.shape), self.grid.dtype, self.grid.device, self.cfg.bbox_len,
+                self.cfg.density_shift, self.cfg.feature_activation)
 
     def density_grid(self) -> Tensor:
         """Activated density at the voxel centres, [N, N, N] indexed [z, y, x]."""
@@ -67,3 +66,31 @@ class VoxelField(nn.Module):
         """Activated features at the voxel centres, [C, N, N, N]."""
         with torch.no_grad():
             return self.activate(self.grid[0].permute(1, 2, 3, 0))[1].permute(3, 0, 1, 2)
+
+
+def activate(raw: Tensor, d_scale: Tensor, density_shift: float, feature_activation: str) -> tuple[Tensor, Tensor]:
+    """raw [K, P, 1 + C] (or [..., 1 + C] with a scalar d_scale), d_scale [K, 1] -> (tau [K, P], feat [K, P, C])."""
+    tau = F.softplus(raw[..., 0] * d_scale.exp() + density_shift)
+    feat = raw[..., 1:]
+    return tau, torch.tanh(feat) if feature_activation == "tanh" else feat
+
+
+def sample_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
+    """Raw trilinear samples [K, P, 1 + C] of K fields of one `stack_key` at their own points [K, P, 3], with one
+    grid_sample over the stacked grids [K, 1 + C, N, N, N], and the fields' d_scale [K, 1]."""
+    first = fields[0]
+    k, n_pts = points.shape[:2]
+    grid = first.grid if k == 1 else torch.cat([f.grid for f in fields])
+    d_scale = torch.stack([f.d_scale for f in fields])[:, None]
+    g = (points / first.cfg.bbox_len).reshape(k, 1, 1, n_pts, 3).to(grid.dtype)
+    raw = F.grid_sample(grid, g, mode="bilinear", align_corners=True)  # [K, 1+C, 1, 1, P]
+    return raw.reshape(k, 1 + first.channels, n_pts).transpose(1, 2), d_scale
+
+
+def query_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
+    """(tau [K, P], features [K, P, C]) of K fields of one `stack_key` at points [K, P, 3]; zero density
+    outside the box."""
+    cfg = fields[0].cfg
+    tau, feat = activate(*sample_fields(fields, points), cfg.density_shift, cfg.feature_activation)
+    inside = (points.abs() <= fields[0].cfg.bbox_len).all(-1)
+    return tau * inside, feat

@@ -5,7 +5,11 @@ For each ray: intersect the box [-L, L]^3, take S = ceil(2 sqrt(3) L / delta) sa
   alpha_i = 1 - exp(-tau_i delta),  T_i = exp(-sum_{j<i} tau_j delta),  w_i = alpha_i T_i,
   pixel = sum_i w_i c_i + (1 - sum_i w_i) bg(d),  depth = sum_i w_i t_i + (1 - sum_i w_i) bg_depth.
 Shapes: image [B, C, H, W], depth and opacity [B, 1, H, W], weights [B, H*W, S].
+`render_many` renders K fields of one shape (each with its own B cameras and background) in one pass: one
+grid_sample and one set of compositing kernels for all K scenes, which is what batched scenes on a GPU need
+(per-scene kernel launches, not arithmetic, bound a small render). `render` is its K = 1 case.
 """
+import functools
 import math
 from dataclasses import dataclass
 
@@ -15,7 +19,7 @@ from torch import Tensor
 from ..configtools import opt
 from .background import Background
 from .cameras import Cameras
-from .field import VoxelField
+from .field import VoxelField, activate, sample_fields
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,8 @@ class RenderConfig:
                                  ge=4, le=1024)
     step: float = opt(0.01, "ray-marching step delta in world units (official: 0.01 for the 100^3 grid)", gt=0.0)
     views_per_step: int = opt(1, "cameras rendered (and scored) per optimisation step (official: 1)", ge=1)
+    compile: bool = opt(False, "CUDA only: fuse the per-sample shading and compositing with torch.compile "
+                               "(the first steps of each new batch size compile)")
 
 
 @dataclass
@@ -61,20 +67,57 @@ def composite(tau: Tensor, feats: Tensor, t: Tensor, step: float) -> tuple[Tenso
     return w, (w[..., None] * feats).sum(-2), (w * t).sum(-1)
 
 
+def background_depth(backgrounds: list[Background], b: int, device: torch.device) -> float | Tensor:
+    """The depth of background pixels: one number, or [K*B, 1] when the K backgrounds differ (no host copy)."""
+    depths = [bgk.cfg.depth for bgk in backgrounds]
+    if len(set(depths)) == 1:
+        return depths[0]
+    return torch.cat([torch.full((b, 1), x, device=device) for x in depths])
+
+
 def render(field: VoxelField, background: Background, cams: Cameras, step: float) -> RenderOutput:
     """Render B views of the field over the background."""
-    o, d = cams.rays()  # [B, R, 3]
-    half = field.bbox_len
+    return render_many([field], [background], [cams], step)[0]
+
+
+def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras], step: float,
+                compiled: bool = False) -> list[RenderOutput]:
+    """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background.
+    `compiled`: on CUDA, the per-sample shading and compositing run as torch.compile'd fused kernels."""
+    k, b = len(fields), len(cams[0])
+    if any(len(c) != b or (c.height, c.width) != (cams[0].height, cams[0].width) for c in cams):
+        raise ValueError("render_many needs the same number and size of views for every field")
+    o, d = Cameras.cat(cams).rays()  # [K*B, R, 3]
+    half = fields[0].bbox_len
     t_in, t_out = ray_box(o, d, half)
     s = torch.arange(n_samples(half, step), device=o.device, dtype=o.dtype) + 0.5
-    t = t_in[..., None] + s * step  # [B, R, S]
+    t = t_in[..., None] + s * step  # [K*B, R, S]; samples in [t_in, t_out) lie in the box
     pts = o[..., None, :] + t[..., None] * d[..., None, :]
-    tau, feats = field.query(pts)
-    tau = tau * (t < t_out[..., None])
-    w, colour, depth = composite(tau, feats, t, step)
+    raw, d_scale = sample_fields(fields, pts.reshape(k, -1, 3))
+    bg = torch.cat([bgk(dk) for bgk, dk in zip(backgrounds, d.split(b))]) if k > 1 else backgrounds[0](d)
+    cfg = fields[0].cfg
+    fn = compiled_shade() if compiled and o.device.type == "cuda" else shade
+    w, colour, depth, opacity = fn(raw, d_scale, t, t_out, bg, background_depth(backgrounds, b, o.device), step,
+                                   cfg.density_shift, cfg.feature_activation)
+    h, wd = cams[0].height, cams[0].width
+    image = colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2)
+    depth, opacity = depth.reshape(k * b, 1, h, wd), opacity.reshape(k * b, 1, h, wd)
+    return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww)
+            for i, dp, op, ww in zip(image.split(b), depth.split(b), opacity.split(b), w.split(b))]
+
+
+def shade(raw: Tensor, d_scale: Tensor, t: Tensor, t_out: Tensor, bg: Tensor, bg_depth: float | Tensor,
+          step: float, density_shift: float, feature_activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Raw samples [K, B*R*S, 1 + C] at distances t [K*B, R, S] -> (weights [K*B, R, S], colour [K*B, R, C],
+    depth [K*B, R], opacity [K*B, R]) over the background bg [K*B, R, C]; samples past t_out [K*B, R] are empty."""
+    tau, feats = activate(raw, d_scale, density_shift, feature_activation)
+    tau = tau.reshape(t.shape) * (t < t_out[..., None])
+    w, colour, depth = composite(tau, feats.reshape(*t.shape, -1), t, step)
     opacity = w.sum(-1)
-    colour = colour + (1 - opacity)[..., None] * background(d)
-    depth = depth + (1 - opacity) * background.cfg.depth
-    b, h, wd = len(cams), cams.height, cams.width
-    return RenderOutput(image=colour.reshape(b, h, wd, -1).permute(0, 3, 1, 2),
-                        depth=depth.reshape(b, 1, h, wd), opacity=opacity.reshape(b, 1, h, wd), weights=w)
+    return w, colour + (1 - opacity)[..., None] * bg, depth + (1 - opacity) * bg_depth, opacity
+
+
+@functools.cache
+def compiled_shade():
+    """`shade` compiled once per process (recompiled by torch only for new shapes)."""
+    return torch.compile(shade)

@@ -2,6 +2,7 @@
 
 VoxelScene: theta = voxel field + background, f = volume rendering from sampled cameras (the 3D case).
 ImageScene: theta = an image (or latent) [1, C, H, W], f = identity (the paper's 2D check).
+`render_scenes` renders many VoxelScenes, those of one shape together (`render_many`).
 """
 import torch
 from torch import nn
@@ -9,26 +10,32 @@ from torch import nn
 from .background import Background, BackgroundConfig
 from .cameras import CameraConfig, Cameras, CameraSampler
 from .field import FieldConfig, VoxelField
-from .render import RenderOutput, render
+from .render import RenderOutput, render_many
 
 
 class VoxelScene(nn.Module):
     """A voxel field and its background, rendered at `resolution` with step `step`."""
 
     def __init__(self, field: FieldConfig, background: BackgroundConfig, camera: CameraConfig, channels: int,
-                 resolution: int, step: float, generator: torch.Generator | None = None):
+                 resolution: int, step: float, generator: torch.Generator | None = None, compiled: bool = False):
         super().__init__()
+        self.compiled = compiled
         self.field = VoxelField(field, channels, generator)
         self.background = Background(background, channels)
         self.cameras = CameraSampler(camera, resolution)
         self.step = step
 
     def render(self, cams: Cameras) -> RenderOutput:
-        return render(self.field, self.background, cams.to(self.field.grid.device), self.step)
+        return render_many([self.field], [self.background], [cams.to(self.field.grid.device)], self.step,
+                           self.compiled)[0]
 
     def views(self, n: int, generator: torch.Generator) -> tuple[RenderOutput, Cameras]:
         cams = self.cameras.sample(n, generator)
         return self.render(cams), cams
+
+    def stack_key(self) -> tuple:
+        """Scenes with equal keys render together."""
+        return self.field.stack_key() + (self.step, self.compiled)
 
     def param_groups(self, lr: float, lr_background: float) -> list[dict]:
         groups = [{"name": "grid", "params": [self.field.grid, self.field.d_scale], "lr": lr}]
@@ -49,3 +56,19 @@ class ImageScene(nn.Module):
 
     def param_groups(self, lr: float, lr_background: float) -> list[dict]:
         return [{"name": "image", "params": [self.image], "lr": lr}]
+
+
+def render_scenes(scenes: list[VoxelScene], cams: list[Cameras]) -> list[RenderOutput]:
+    """Each scene's render of its cameras; scenes of one shape and view count share one `render_many` pass."""
+    groups: dict[tuple, list[int]] = {}
+    for i, (sc, c) in enumerate(zip(scenes, cams)):
+        groups.setdefault(sc.stack_key() + (len(c), c.height, c.width), []).append(i)
+    out: list[RenderOutput | None] = [None] * len(scenes)
+    for idx in groups.values():
+        first = scenes[idx[0]]
+        device = first.field.grid.device
+        rendered = render_many([scenes[i].field for i in idx], [scenes[i].background for i in idx],
+                               [cams[i].to(device) for i in idx], first.step, first.compiled)
+        for i, r in zip(idx, rendered):
+            out[i] = r
+    return out

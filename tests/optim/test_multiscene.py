@@ -53,3 +53,13 @@ def test_batch_refuses_a_second_model(configs, tiny_model, empirical_model, make
     with pytest.raises(ValueError, match="share one loaded Model"):
         batch.add(SJCRun(make_config(), empirical_model))
     assert batch.step_all([]) == []
+
+
+def test_scenes_of_one_shape_render_in_one_pass(configs, tiny_model, monkeypatch):
+    import sjc_dist.scene.scenes as scenes
+
+    calls = []
+    real = scenes.render_many
+    monkeypatch.setattr(scenes, "render_many", lambda fields, *a: calls.append(len(fields)) or real(fields, *a))
+    SceneBatch([SJCRun(cfg, tiny_model) for cfg in configs]).step_all()
+    assert sorted(calls) == [1, 2]  # scenes 0 and 2 (one view each) together, scene 1 (two views) alone

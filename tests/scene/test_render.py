@@ -11,7 +11,7 @@ from torch import nn
 from sjc_dist.scene.background import Background, BackgroundConfig
 from sjc_dist.scene.cameras import Cameras, orbit
 from sjc_dist.scene.field import FieldConfig, VoxelField
-from sjc_dist.scene.render import n_samples, ray_box, render
+from sjc_dist.scene.render import n_samples, ray_box, render, render_many
 
 
 def uniform_field(tau: float, colour: float, half: float, n: int = 4) -> VoxelField:
@@ -111,3 +111,39 @@ def test_render_gradcheck_float64():
 
     assert f(grid, d_scale, texture)[2].min() > 0.05  # the rays do cross density
     assert torch.autograd.gradcheck(f, (grid, d_scale, texture), eps=1e-6, atol=1e-6)
+
+
+def test_render_many_equals_one_render_per_field():
+    """K fields with their own cameras, backgrounds (texture and solid, different depths) and d_scale, rendered
+    in one pass, give each field's own render and each field's own gradient."""
+    gen = torch.Generator().manual_seed(0)
+    fields = [VoxelField(FieldConfig(grid_size=6), 3, gen) for _ in range(3)]
+    with torch.no_grad():
+        for i, f in enumerate(fields):
+            f.grid[:, 0].normal_(generator=gen)
+            f.d_scale.fill_(0.3 * i)
+    bgs = [Background(BackgroundConfig(), 3), Background(BackgroundConfig(kind="solid", value=0.5, depth=4.0), 3),
+           Background(BackgroundConfig(value=-0.2), 3)]
+    cams = [orbit(torch.rand(2, generator=gen) * 360, torch.rand(2, generator=gen) * 40,
+                  torch.full((2,), 2.5), torch.full((2,), 50.0), 5, 5) for _ in fields]
+    many = render_many(fields, bgs, cams, 0.1)
+    sum(o.image.square().sum() + o.depth.sum() + o.weights.sum() for o in many).backward()
+    grads = [f.grid.grad.clone() for f in fields]
+    for f in fields:
+        f.grid.grad = None
+    for f, bg, c, m, g in zip(fields, bgs, cams, many, grads):
+        one = render(f, bg, c, 0.1)
+        for name in ("image", "depth", "opacity", "weights"):
+            torch.testing.assert_close(getattr(m, name), getattr(one, name), msg=name)
+        (one.image.square().sum() + one.depth.sum() + one.weights.sum()).backward()
+        torch.testing.assert_close(g, f.grid.grad)
+    assert not torch.allclose(many[0].image, many[1].image)
+
+
+def test_render_many_refuses_unequal_view_counts():
+    fields = [VoxelField(FieldConfig(grid_size=4), 3) for _ in range(2)]
+    bgs = [Background(BackgroundConfig(), 3) for _ in fields]
+    cams = [orbit(torch.zeros(n), torch.zeros(n), torch.full((n,), 2.5), torch.full((n,), 50.0), 3, 3)
+            for n in (1, 2)]
+    with pytest.raises(ValueError, match="same number and size of views"):
+        render_many(fields, bgs, cams, 0.1)
