@@ -58,6 +58,11 @@ def _results_parser(sub) -> None:
     p.add_argument("--metric", help="rank by this metric (default: the sweep's rank metric)")
     p.add_argument("--mode", choices=("max", "min"), help="max or min is better (default: the sweep's)")
     p.add_argument("--plots", help="folder for the PNG plots (default: <sweep folder>/plots)")
+    p.add_argument("--average-over", action="append", default=[], metavar="KEY",
+                   help="also rank settings by the metric averaged over this swept key's values (e.g. "
+                        "prompt.text, seed); repeatable")
+    p.add_argument("--per", metavar="KEY", help="with --average-over: the best settings for each value of this "
+                                                "swept key (e.g. guidance.kind)")
     p.set_defaults(handler=results_command)
 
 
@@ -105,6 +110,7 @@ def _dry_run(spec) -> int:
 
 
 def results_command(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from .results import plot_metric, rank, read_table, top_table
 
     frame, meta = read_table(args.path)
@@ -122,4 +128,15 @@ def results_command(args: argparse.Namespace) -> int:
         print(f"plot: {p}")
     if not plots:
         print("no plots: the table has no swept parameters", file=sys.stderr)
+    if args.average_over:
+        from .results import best_settings, rank_settings
+
+        table = rank_settings(ranked, swept, metric, mode, args.average_over, args.per)
+        print(f"\nsettings ranked by the mean of {metric} over {', '.join(args.average_over)}"
+              + (f", per {args.per}" if args.per else "") + ":")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for name, sets in best_settings(table, args.per).items():
+            print(f"best ({name}): {sets}")
+    elif args.per:
+        raise ConfigError("--per", args.per, "used together with --average-over")
     return 0
