@@ -12,13 +12,21 @@ raises WorkerFull instead of allocating. Models load once per worker and model k
 plus the prompt for 'empirical', whose data *is* the prompt's object); `loads` counts them.
 Errors crossing to Ray are plain-message exceptions (SlotError, WorkerFull), and a diverged scene is reported
 in its metrics (`sjc_status: failed`), never raised: Tune would otherwise retry it.
+Device work is serialised: rounds, opening and restoring scenes, scoring, saving and the finish all hold one
+lock (`device_lock`, a DeviceLock), because the model is not safe to call from two threads at once on a GPU
+(FastDenoiser's CUDA graphs share one static memory pool, and capturing a graph forbids other threads'
+allocations). Callers go before the next round, so back-to-back rounds never starve an `open`.
+Timing: `WorkerStats` keeps the wall-clock time (time.time(), s) of the first and last round and a timeline of
+[time, rounds, scene_steps, batch] samples (every round, thinned to at most TIMELINE_MAX rows), from which a
+benchmark reads steady-state scene-iterations per second (eval/bench/multi_gpu_sweep.py).
 """
+import contextlib
 import dataclasses
 import io
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +41,8 @@ from ..optim.multiscene import SceneBatch
 from ..optim.run import SJCRun
 from .scoring import make_scorer
 from .slot_errors import SlotError, WorkerFull
+
+TIMELINE_MAX = 4096  # timeline rows kept per worker; past it, every other row is dropped and the interval doubles
 
 
 @dataclass
@@ -49,7 +59,9 @@ class Slot:
 
 @dataclass
 class WorkerStats:
-    """Counters of one worker: model loads, rounds (denoiser forwards) and scene-steps."""
+    """Counters of one worker: model loads, rounds (denoiser forwards) and scene-steps, and when rounds ran:
+    `first_round_at` / `last_round_at` (wall clock, s since the epoch, at the end of the round) and `timeline`,
+    rows [end time s, rounds so far, scene_steps so far, scenes in this round] every `timeline_every` rounds."""
 
     model: str
     loads: int = 0
@@ -59,10 +71,58 @@ class WorkerStats:
     max_slots: int = 0
     opened: int = 0
     model_keys: list = field(default_factory=list)
+    first_round_at: float | None = None
+    last_round_at: float | None = None
+    timeline: list = field(default_factory=list)
+    timeline_every: int = 1
 
     @property
     def mean_batch(self) -> float:
         return self.scene_steps / max(self.rounds, 1)
+
+    def record_round(self, batch: int, now: float) -> None:
+        """Count one round of `batch` scenes that ended at `now` (time.time(), s). The timeline stays bounded:
+        at TIMELINE_MAX rows every other row is dropped and rows are taken half as often (it keeps the rounds
+        that are multiples of the new interval), so it always spans the whole history."""
+        self.rounds += 1
+        self.scene_steps += batch
+        if self.first_round_at is None:
+            self.first_round_at = now
+        self.last_round_at = now
+        if self.rounds % self.timeline_every == 0:
+            self.timeline.append([now, self.rounds, self.scene_steps, batch])
+            if len(self.timeline) >= TIMELINE_MAX:
+                self.timeline = self.timeline[1::2]
+                self.timeline_every *= 2
+
+
+class DeviceLock:
+    """One thread at a time on the worker's device. `with lock:` (re-entrant) is for callers (open, score, save,
+    finish); `with lock.round():` is the stepper's, and waits until no caller is waiting, so callers go before
+    the next round (rounds follow one another without a gap: a plain lock could starve them)."""
+
+    def __init__(self):
+        self._lock, self._cv, self._waiting = threading.RLock(), threading.Condition(), 0
+
+    def __enter__(self) -> None:
+        with self._cv:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._cv:
+                self._waiting -= 1
+                self._cv.notify_all()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def round(self) -> Iterator[None]:
+        with self._cv:
+            self._cv.wait_for(lambda: self._waiting == 0)
+        with self._lock:
+            yield
 
 
 def model_key(cfg: RunConfig) -> tuple:
@@ -83,6 +143,7 @@ class SlotStepper:
         self.slots: dict[int, Slot | None] = {}
         self.stats = WorkerStats(model_name, max_slots=max_slots)
         self.cv, self.load_lock = threading.Condition(), threading.Lock()
+        self.device_lock = DeviceLock()  # one thread at a time on the model and the scenes' tensors
         self._next, self._stop = 0, False
         self.thread = threading.Thread(target=self._loop, name="sjc-stepper", daemon=True)
         self.thread.start()
@@ -94,8 +155,9 @@ class SlotStepper:
         cfg = self._validate(run_config)
         slot, built = self._reserve(), False
         try:
-            run = SJCRun(cfg, self._model(cfg))
-            score, scorer = make_scorer(scorer, run)
+            with self.device_lock:
+                run = SJCRun(cfg, self._model(cfg))
+                score, scorer = make_scorer(scorer, run)
             built = True
         except (SJCError, ValueError) as err:
             raise SlotError(str(err)) from None
@@ -164,9 +226,10 @@ class SlotStepper:
         try:
             if s.error:
                 raise SlotError(s.error)
-            s.run.check_finite()
-            metrics = dataclasses.asdict(s.run.metrics()) if hasattr(s.run, "_last") else {}
-            metrics.update(s.score(s.run))
+            with self.device_lock:
+                s.run.check_finite()
+                metrics = dataclasses.asdict(s.run.metrics()) if hasattr(s.run, "_last") else {}
+                metrics.update(s.score(s.run))
         except (DivergenceError, SlotError) as err:
             return {**base, "sjc_status": "failed", "failure": f"{type(err).__name__}: {err}"}
         metrics.pop("step", None)
@@ -191,17 +254,17 @@ class SlotStepper:
         for s in busy:
             groups.setdefault(id(s.run.model), []).append(s)
         for group in groups.values():
-            start = time.perf_counter()
-            try:
-                SceneBatch([s.run for s in group]).step_all()
-            except Exception as err:  # noqa: BLE001 - one bad round fails its scenes, never the worker
-                for s in group:
-                    s.error = f"{type(err).__name__}: {err}"
-            share = (time.perf_counter() - start) / len(group)
+            with self.device_lock.round():
+                start = time.perf_counter()
+                try:
+                    SceneBatch([s.run for s in group]).step_all()
+                except Exception as err:  # noqa: BLE001 - one bad round fails its scenes, never the worker
+                    for s in group:
+                        s.error = f"{type(err).__name__}: {err}"
+                share = (time.perf_counter() - start) / len(group)
             for s in group:
                 s.device_seconds += share
-            self.stats.rounds += 1
-            self.stats.scene_steps += len(group)
+            self.stats.record_round(len(group), time.time())
 
     # --- state ----------------------------------------------------------------------------------------------
     def _state(self, slot: int) -> dict:
@@ -210,7 +273,8 @@ class SlotStepper:
 
     def save(self, slot: int, path: str) -> str:
         """Write the slot's whole state (config, field, optimiser, step, RNGs) atomically to `path`."""
-        return str(save_checkpoint(self._state(slot), Path(path)))
+        with self.device_lock:
+            return str(save_checkpoint(self._state(slot), Path(path)))
 
     def restore(self, path: str, scorer: str = "auto") -> int:
         """Open a slot from a file written by `save` (on this or any other worker)."""
@@ -219,7 +283,8 @@ class SlotStepper:
     def export_state(self, slot: int) -> bytes:
         """The `save` file's bytes, for a trial on another node than this worker."""
         buf = io.BytesIO()
-        torch.save(self._state(slot), buf)
+        with self.device_lock:
+            torch.save(self._state(slot), buf)
         return buf.getvalue()
 
     def import_state(self, data: bytes, scorer: str = "auto") -> int:
@@ -228,7 +293,8 @@ class SlotStepper:
     def _load_state(self, state: dict, scorer: str) -> int:
         slot = self.open(state["config"], scorer)
         s = self._get(slot)
-        s.run.load_state_dict(state["run"])
+        with self.device_lock:
+            s.run.load_state_dict(state["run"])
         s.device_seconds = float(state.get("device_seconds", 0.0))
         return slot
 
@@ -239,11 +305,13 @@ class SlotStepper:
         s, out = self._get(slot), Path(run_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(to_json(s.run.cfg))
-        files = {k: str(v) for k, v in write_outputs(s.run, out).items()}
+        with self.device_lock:
+            files = {k: str(v) for k, v in write_outputs(s.run, out).items()}
         files["config"] = str(out / "config.json")
         summary = {"steps": s.run.step_index, "device_seconds": s.device_seconds, "files": files}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        metrics, note = evaluate(out) if evaluate is not None else ({}, "evaluation off")
+        with self.device_lock:  # the judge runs on the worker's device too
+            metrics, note = evaluate(out) if evaluate is not None else ({}, "evaluation off")
         return {"files": files, "eval": metrics, "eval_note": note}
 
     def worker_stats(self) -> dict:
