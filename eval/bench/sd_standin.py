@@ -116,8 +116,90 @@ def make_model(denoiser, size: Size, device: torch.device, weight: float = 100.0
     return Model(CFGDenoiser(denoiser, weight), text, None, f"{size.name}-random", device)
 
 
-def run_config(size: Size, seed: int) -> RunConfig:
+def run_config(size: Size, seed: int, render_compile: bool = False) -> RunConfig:
     """The official SJC settings (dataclass defaults) at this size, for scene number `seed`."""
+    run = {**size.run, "render": {**size.run.get("render", {}), "compile": render_compile}}
     data = {"model": {"name": f"{size.name}-random"}, "prompt": {"text": PROMPT}, "seed": seed,
-            "output": {"progress": False}, **size.run}
+            "output": {"progress": False}, **run}
     return from_dict(RunConfig, data)
+
+
+def _vae_config(size: Size) -> dict:
+    """AutoencoderKL config: Stable Diffusion's (4 latent channels, 8x down-sampling in 4 blocks of
+    (128, 256, 512, 512), 2 layers each, 512 px) for SD15; the same shape shrunk to 8 channels for other sizes."""
+    blocks = {"down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
+    if size.name == "sd15":
+        return {**blocks, "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+                "block_out_channels": (128, 256, 512, 512), "norm_num_groups": 32, "sample_size": 512,
+                "scaling_factor": 0.18215}
+    latent = size.unet.get("sample_size", 64)
+    return {**blocks, "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
+            "block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4, "sample_size": latent * 8,
+            "scaling_factor": 0.18215}
+
+
+def _copy_tokenizer(folder, max_length: int):
+    """Copy the toy world's word tokenizer to `folder` with model_max_length = max_length (77 for SD: the
+    text embedding is [77, 768] as Stable Diffusion's) and load it back."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from sjc_dist.diffusion.load import TOY_WEIGHTS
+
+    shutil.copytree(TOY_WEIGHTS / "tokenizer", folder, dirs_exist_ok=True)
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["model_max_length"] = max_length
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def save_standin_folder(path, size: Size = SD15, seed: int = 0, device: torch.device | str | None = None):
+    """Write a diffusers-format model folder of `size` with random weights that `load_model` loads unchanged
+    (ModelConfig.name = the folder path); returns the folder as a Path. Subfolders:
+      unet/          the UNet of `size` (build_unet; SD 1.5's architecture for SD15), saved in float16
+      scheduler/     DDPMScheduler, SD's scaled-linear betas (SD_BETAS), epsilon prediction, 1000 steps
+      tokenizer/     the toy world's word tokenizer, model_max_length = size.context_len (77 for SD15)
+      text_encoder/  a 1-layer random CLIPTextModel with hidden size size.context_dim (768 for SD15: the
+                     UNet's cross-attention width), vocabulary = the tokenizer's
+      vae/           a random AutoencoderKL (_vae_config: SD's for SD15, 4 latent channels, x8), float16
+    The weights are built on `device` (default: cuda if available, else cpu) from the global RNG, scoped with
+    fork_rng and seeded from `seed`. A folder whose standin.json names the same size and seed is reused as is."""
+    import json
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(path)
+    marker = folder / "standin.json"
+    stamp = {"size": size.name, "seed": seed, "unet": {k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in size.unet.items()}}
+    if marker.is_file() and json.loads(marker.read_text()) == stamp:
+        return folder
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    unet = build_unet(size, device, seed).half()
+    unet.save_pretrained(folder / "unet")
+    del unet
+    DDPMScheduler(num_train_timesteps=1000, prediction_type="epsilon", clip_sample=False,
+                  **SD_BETAS).save_pretrained(folder / "scheduler")
+    tok = _copy_tokenizer(folder / "tokenizer", size.context_len)
+    dim = size.context_dim
+    text_cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=dim, intermediate_size=2 * dim,
+                              num_hidden_layers=1, num_attention_heads=dim // 64 if dim >= 64 else 4,
+                              max_position_embeddings=size.context_len, pad_token_id=tok.pad_token_id,
+                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(seed + 1)
+        CLIPTextModel(text_cfg).save_pretrained(folder / "text_encoder")
+        torch.manual_seed(seed + 2)
+        AutoencoderKL(**_vae_config(size)).half().save_pretrained(folder / "vae")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    marker.write_text(json.dumps(stamp, indent=2) + "\n")
+    return folder

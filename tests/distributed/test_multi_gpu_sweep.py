@@ -1,0 +1,168 @@
+"""eval/bench/multi_gpu_sweep.py (issue 7): its steady-state arithmetic on made-up worker timelines, the
+stand-in model folder, and (slow) the whole bench run tiny on the CPU, in this session's Ray: a one-worker
+sweep and a two-worker sweep through the real run_sweep, steady-state throughput of each, one model load per
+worker, the utilisation PNG and CSV, report.json and report.md."""
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "eval" / "bench" / "multi_gpu_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("multi_gpu_sweep", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timeline(start: float, batches: list[int], seconds_per_round: float) -> list[list]:
+    """Rows [end time s, rounds so far, scene_steps so far, batch] of rounds run back to back."""
+    rows, steps = [], 0
+    for i, b in enumerate(batches):
+        steps += b
+        rows.append([start + (i + 1) * seconds_per_round, i + 1, steps, b])
+    return rows
+
+
+def test_steady_state_is_the_common_full_batch_window(bench):
+    # worker a: ramps 1..4 then 40 full rounds of 4 at 0.1 s; worker b starts 1 s later, 0.2 s per round
+    a = timeline(0.0, [1, 2, 3] + [4] * 40 + [2, 1], 0.1)
+    b = timeline(1.0, [2] + [4] * 30 + [3], 0.2)
+    out = bench.steady_state([{"name": "a", "timeline": a}, {"name": "b", "timeline": b}], k=4, skip=2)
+    assert out["method"] == "common window"
+    t0, t1 = out["window"]
+    assert t0 == pytest.approx(1.0 + 4 * 0.2) and t1 == pytest.approx(4.3)  # b's 3rd full round .. a's last
+    assert out["scene_its_per_s"] == pytest.approx(4 / 0.1 + 4 / 0.2)
+    assert out["mean_batch"] == pytest.approx(4.0)
+    assert [w["full_batch"] for w in out["per_worker"]] == [4, 4]
+
+
+def test_steady_state_without_overlap_or_full_batch(bench):
+    a = timeline(0.0, [4] * 10, 0.1)
+    b = timeline(5.0, [4] * 10, 0.1)  # starts after a ended
+    out = bench.steady_state([{"timeline": a}, {"timeline": b}], k=4, skip=1)
+    assert out["method"].startswith("per-worker stretches") and out["scene_its_per_s"] == pytest.approx(80.0)
+    never_full = bench.steady_state([{"timeline": timeline(0.0, [1, 2, 2, 2, 2, 1], 0.5)}], k=4, skip=1)
+    assert never_full["per_worker"][0]["full_batch"] == 2 and never_full["scene_its_per_s"] == pytest.approx(4.0)
+    empty = bench.steady_state([{"timeline": []}], k=4, skip=1)
+    assert math.isnan(empty["scene_its_per_s"]) and empty["method"].startswith("none")
+
+
+def test_scaling_verdicts(bench):
+    phases = {"one": {"steady": {"scene_its_per_s": 80.0}}, "all": {"steady": {"scene_its_per_s": 150.0}}}
+    two = bench.scaling(phases, 2, cpu=False)
+    assert two["ratio"] == pytest.approx(1.875) and two["verdict"] == "met"
+    four = bench.scaling({**phases, "all": {"steady": {"scene_its_per_s": 280.0}}}, 4, cpu=False)
+    assert four["per_device_efficiency"] == pytest.approx(0.875) and four["verdict"] == "missed"
+    assert bench.scaling({"one": phases["one"]}, 1, cpu=False)["verdict"] == "n/a"
+
+
+class FakeNvml:
+    """The few pynvml calls the sampler makes, for two devices."""
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return b"Fake GPU" if h == 0 else "Fake GPU"
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        return type("Util", (), {"gpu": 40 + 10 * h})()
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return type("Mem", (), {"used": (h + 1) * 2**30})()
+
+
+def sample_briefly(sampler, seconds: float = 0.5) -> list:
+    sampler.start()
+    time.sleep(seconds)
+    sampler.stop()
+    return sampler.rows
+
+
+def test_sampler_reads_nvml(bench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml())
+    sampler = bench.Sampler(period=0.05)
+    assert sampler.backend == "nvml" and sampler.names == ["Fake GPU", "Fake GPU"]
+    rows = sample_briefly(sampler)
+    assert {r[1] for r in rows} == {0, 1} and {(r[1], r[2], r[3]) for r in rows} == {(0, 40.0, 1024.0),
+                                                                                     (1, 50.0, 2048.0)}
+    assert sampler.mean_util(0, time.time()) == {0: 40.0, 1: 50.0}
+
+
+def test_sampler_falls_back_to_nvidia_smi(bench, monkeypatch, tmp_path):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\ncase "$*" in\n  *query-gpu=name*) echo "Fake GPU"; echo "Fake GPU";;\n'
+                   '  *) while true; do echo "0, 50, 1000"; echo "1, 75, 2000"; sleep 0.05; done;;\nesac\n')
+    smi.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    sampler = bench.Sampler(period=0.05)
+    assert sampler.backend == "nvidia-smi" and len(sampler.names) == 2 and "NVML" in sampler.fallback_reason
+    rows = sample_briefly(sampler)
+    assert {(r[1], r[2], r[3]) for r in rows} == {(0, 50.0, 1000.0), (1, 75.0, 2000.0)}
+
+
+def test_sampler_without_gpus_reads_the_cpu_cores(bench):
+    sampler = bench.Sampler(period=0.05, prefer_cpu=True)
+    assert sampler.backend.startswith("proc-stat") and sampler.names[0] == "cpu0"
+    rows = sample_briefly(sampler)
+    assert rows and all(0.0 <= r[2] <= 100.0 and r[3] > 0 for r in rows)
+
+
+def test_standin_folder_loads_unchanged(bench, tmp_path):
+    """The tiny stand-in folder goes through load_model as any diffusers folder: text, VAE (x8), UNet."""
+    import torch
+
+    from sjc_dist.diffusion.load import ModelConfig, load_model
+
+    sd_standin = __import__("sd_standin")  # on sys.path once the bench module is loaded
+    folder = sd_standin.save_standin_folder(tmp_path / "tiny", sd_standin.TINY)
+    model = load_model(ModelConfig(name=str(folder), device="cpu"), "a hamburger", 50.0)
+    size = sd_standin.TINY
+    assert model.text.embed(["a hamburger"]).shape == (1, size.context_len, size.context_dim)
+    latent = size.unet["sample_size"]
+    assert model.decode(torch.zeros(1, 4, latent, latent)).shape == (1, 3, 8 * latent, 8 * latent)
+    stamp = (folder / "standin.json").stat().st_mtime_ns
+    assert sd_standin.save_standin_folder(folder, size) == folder  # reused, not rebuilt
+    assert (folder / "standin.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--tiny", "--gpus", "0", "--cpu-workers", "2", "--slots", "2", "--steps", "100",
+            "--out", str(out), "--model-dir", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
+            "--budget-seconds", "240", "--progress-every", "5"]
+    assert bench.main(argv, exit_on_watchdog=False) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "done" and set(report["phases"]) == {"one", "all"}
+    for name, workers in (("one", 1), ("all", 2)):
+        p = report["phases"][name]
+        assert (p["workers"], p["trials"], p["k"], p["steps"]) == (workers, 2 * workers, 2, 100)
+        assert p["status"] == {"ok": 2 * workers} and not p["error"]
+        assert p["loads_per_worker"] == [1] * workers and p["one_load_each"]
+        assert p["scene_steps"] == 100 * 2 * workers
+        assert p["steady"]["scene_its_per_s"] > 0 and p["steady"]["scene_steps"] > 0
+        assert p["steady"]["method"] == "common window" and p["steady"]["window_s"] > 0
+        assert all(w["timeline"] for w in p["worker_stats"])
+    assert report["scaling"]["ratio"] > 0 and "CPU workers" in report["scaling"]["verdict"]
+    assert (out / "gpu_util.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "views_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
+    md = (out / "report.md").read_text()
+    assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
