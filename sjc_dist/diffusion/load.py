@@ -35,6 +35,10 @@ class ModelConfig:
                           choices=("nearest", "interp"))
     fast: bool = opt(True, "on a GPU, call the UNet through FastDenoiser (half precision, channels-last, one "
                            "CUDA graph per padded batch size); ignored on a CPU")
+    compile: str = opt("none", "with model.fast on a GPU: torch.compile mode of the UNet, under the CUDA graphs "
+                               "('default': one SD-sized scene 8.5 ms/step instead of 12.7 on an H100, after about "
+                               "a minute of compiling for each new batch size)",
+                       choices=("none", "default", "max-autotune-no-cudagraphs"))
 
 
 @dataclass
@@ -108,11 +112,11 @@ def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0)
         from ..toyworld.data import empirical_denoiser
         return Model(empirical_denoiser(prompt, device), None, None, "empirical", device)
     return load_diffusers(path, device, resolve_dtype(cfg.dtype, device), cfg.sigma_to_t, guidance_weight,
-                          name=cfg.name, fast=cfg.fast)
+                          name=cfg.name, fast=cfg.fast, compile=cfg.compile)
 
 
 def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_to_t: str = "nearest",
-                   guidance_weight: float = 1.0, name: str = "", fast: bool = False) -> Model:
+                   guidance_weight: float = 1.0, name: str = "", fast: bool = False, compile: str = "none") -> Model:
     """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
     from transformers import AutoModel, AutoTokenizer
@@ -135,5 +139,5 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
     if fast and device.type == "cuda":
         from .fast import FastConfig, FastDenoiser
         name_of = {v: k for k, v in DTYPES.items()}
-        inner = FastDenoiser(inner, FastConfig(dtype=name_of[dtype]))
+        inner = FastDenoiser(inner, FastConfig(dtype=name_of[dtype], compile=compile))
     return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device)

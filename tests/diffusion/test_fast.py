@@ -167,3 +167,17 @@ def test_bench_budget_skips_gracefully(tmp_path):
     assert report["status"] == "done" and report["rows"] == []
     assert report["skipped"] and all("budget" in s["reason"] or "GPU" in s["reason"] for s in report["skipped"])
     assert all(t["verdict"] == "n/a" for t in report["targets"].values())
+
+
+def test_model_compile_is_validated_and_ignored_on_cpu():
+    from sjc_dist.config import load_config
+    from sjc_dist.diffusion.load import load_model
+    from sjc_dist.diffusion.vp_adapter import VPDenoiser
+    from sjc_dist.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.compile"):
+        load_config("toy", ["model.compile=reduce-overhead"])  # its own CUDA graphs clash with FastDenoiser's
+    cfg = load_config("toy", ["model.compile=default", "model.device=cpu", "prompt.text=a red cube"])
+    assert cfg.model.compile == "default"
+    model = load_model(cfg.model)
+    assert isinstance(model.denoiser.inner, VPDenoiser)  # the CPU path: no FastDenoiser, nothing compiled
