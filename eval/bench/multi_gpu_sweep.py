@@ -17,9 +17,11 @@ trial's 8 views, decoded by the VAE). Sweep folders go to a temporary work folde
 (`--keep-work` keeps it). `--budget-seconds` bounds the run: each sweep is interrupted (SIGINT, as Ctrl+C)
 at its share of the budget and the report says so; a watchdog writes what there is and exits 30 s after it.
 
-GPU (2x H100; no network, no `sjc` entry point; about 4 minutes):
-  mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site && \\
-    PYTHONPATH=.:/tmp/site python eval/bench/multi_gpu_sweep.py --out $OUT/mg
+GPU (2 or more GPUs; the project's environment: torch, diffusers, transformers, ray, mlflow, nvidia-ml-py;
+about 4.5 minutes on 2 H100s):
+  python eval/bench/multi_gpu_sweep.py --out OUT
+(On the lent GPU machine, which lacks ray, diffusers and mlflow, these came from a packed site folder on
+PYTHONPATH, as ../shared/gpu/README.md describes; the script makes PYTHONPATH absolute for Ray's workers.)
 CPU check (tiny UNet, 2 CPU workers stand in for 'all GPUs', about a minute on 2 cores):
   .venv/bin/python eval/bench/multi_gpu_sweep.py --tiny --gpus 0 --cpu-workers 2 --slots 2 --steps 120 --out /tmp/mg
 """

@@ -113,6 +113,8 @@ def results_command(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .results import plot_metric, rank, read_table, top_table
 
+    if args.per and not args.average_over:
+        raise ConfigError("--per", args.per, "used together with --average-over")
     frame, meta = read_table(args.path)
     metric = args.metric or meta.get("metric", "score")
     mode = args.mode or meta.get("mode", "max")
@@ -137,6 +139,4 @@ def results_command(args: argparse.Namespace) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         for name, sets in best_settings(table, args.per).items():
             print(f"best ({name}): {sets}")
-    elif args.per:
-        raise ConfigError("--per", args.per, "used together with --average-over")
     return 0

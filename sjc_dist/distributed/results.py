@@ -164,12 +164,15 @@ def rank_settings(frame: pd.DataFrame, swept: list[str], metric: str, mode: str,
     """Settings (the swept keys other than `over`) ranked by the metric's mean over the `over` keys' values
     (e.g. prompts or seeds), best first; with `per`, ranked within each value of that swept key. Columns: the
     settings' keys, mean, min, n (trials with the metric). Failed trials and trials without the metric (stopped
-    before the final evaluation) are left out, so `n` says how many values each mean covers."""
+    before the final evaluation) are left out, so `n` says how many values each mean covers; settings with fewer
+    than the most values (of their `per` group) rank after the complete ones."""
     from ..errors import ConfigError
 
     for key in [*over, *([per] if per else [])]:
         if key not in swept:
             raise ConfigError("--average-over/--per", key, f"a swept key: {', '.join(swept) or '(none)'}")
+    if per in over:
+        raise ConfigError("--per", per, "a swept key that is not averaged over (--average-over)")
     keys = [k for k in swept if k not in over]
     col = metric if metric in frame else f"final.{metric}"
     if col not in frame or not keys:
@@ -178,18 +181,22 @@ def rank_settings(frame: pd.DataFrame, swept: list[str], metric: str, mode: str,
     ok = ok[ok["_m"].replace([math.inf, -math.inf], math.nan).notna()]
     table = ok.groupby([f"param.{k}" for k in keys], dropna=False)["_m"].agg(["mean", "min", "count"])
     table = table.reset_index().rename(columns=lambda c: c.removeprefix("param.")).rename(columns={"count": "n"})
-    table = table.sort_values("mean", ascending=mode == "min", kind="stable")
+    full = table.groupby(per)["n"].transform("max") if per else table["n"].max()
+    table = table.assign(_partial=table["n"] < full)
+    table = table.sort_values(["_partial", "mean"], ascending=[True, mode == "min"], kind="stable")
     if per:
         table = table.sort_values(per, kind="stable")
-    return table.reset_index(drop=True)
+    return table.drop(columns="_partial").reset_index(drop=True)
 
 
 def best_settings(table: pd.DataFrame, per: str | None = None) -> dict[str, str]:
     """The best row of `rank_settings` (per value of `per`) as `--set KEY=VALUE ...` arguments."""
+    import shlex
+
     keys = [c for c in table.columns if c not in ("mean", "min", "n")]
-    rows = table.groupby(per, sort=False).head(1) if per else table.head(1)
-    return {str(r[per]) if per else "best": " ".join(f"--set {k}={r[k]}" for k in keys if k != per)
-            for _, r in rows.iterrows()}
+    rows = (table.groupby(per, sort=False).head(1) if per else table.head(1)).astype(object)
+    return {str(r[per]) if per else "best": " ".join(f"--set {shlex.quote(f'{k}={r[k]}')}" for k in keys if k != per)
+            for r in rows.to_dict("records")}
 
 
 def top_table(frame: pd.DataFrame, swept: list[str], metric: str, k: int = 10) -> str:

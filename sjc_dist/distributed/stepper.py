@@ -264,7 +264,8 @@ class SlotStepper:
                 share = (time.perf_counter() - start) / len(group)
             for s in group:
                 s.device_seconds += share
-            self.stats.record_round(len(group), time.time())
+            with self.cv:  # worker_stats reads the counters and the timeline under the same lock
+                self.stats.record_round(len(group), time.time())
 
     # --- state ----------------------------------------------------------------------------------------------
     def _state(self, slot: int) -> dict:
@@ -317,7 +318,7 @@ class SlotStepper:
     def worker_stats(self) -> dict:
         with self.cv:
             self.stats.open_slots = sum(1 for s in self.slots.values() if s is not None)
-        return {**dataclasses.asdict(self.stats), "mean_batch": self.stats.mean_batch}
+            return {**dataclasses.asdict(self.stats), "mean_batch": self.stats.mean_batch}
 
     def load(self) -> int:
         """Open (or reserved) slots: the placement key of the pool."""

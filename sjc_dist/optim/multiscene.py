@@ -6,6 +6,8 @@ Scenes may differ in prompt, seed and every hyperparameter (guidance kind and we
 schedule, ...): only D(z; sigma, cond) is shared, with per-sample sigma, text embeddings and CFG weight.
 Each scene keeps its own generators, so its trajectory is the same alone or in a batch (tested).
 """
+import time
+
 import torch
 
 from ..diffusion.denoiser import Cond
@@ -33,7 +35,8 @@ class SceneBatch:
         runs = self.runs if runs is None else runs
         if not runs:
             return []
-        pending = [r.begin(v) for r, v in zip(runs, self.views(runs))]
+        t0 = time.perf_counter()
+        pending = [r.begin(v, t0) for r, v in zip(runs, self.views(runs))]
         z = torch.cat([p.z for p in pending])
         sigma = torch.cat([p.sigma_k for p in pending])
         cond = Cond.cat([p.cond for p in pending])

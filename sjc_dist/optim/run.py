@@ -98,9 +98,10 @@ class SJCRun:
         return self.model.text.cond(prompts, p.negative, self.cfg.guidance.weight)
 
     # --- the step, in three parts ---------------------------------------------------------------------
-    def begin(self, views: tuple[RenderOutput, Cameras] | None = None) -> Pending:
-        """Render (or take `views`, rendered by a SceneBatch from this run's `sample_cameras`), then perturb."""
-        t0 = time.perf_counter()
+    def begin(self, views: tuple[RenderOutput, Cameras] | None = None, t0: float | None = None) -> Pending:
+        """Render (or take `views`, rendered by a SceneBatch from this run's `sample_cameras` since `t0`), then
+        perturb."""
+        t0 = time.perf_counter() if t0 is None else t0
         n = self.cfg.render.views_per_step
         out, cams = views if views is not None else self.scene.views(n, self.cpu_gen)
         labels = view_labels(cams, self.cfg.camera.overhead_above) if cams is not None else None

@@ -4,7 +4,7 @@ Channel 0 is raw density, channels 1..C are features (C = 3 RGB for pixel models
 Trilinear interpolation of the raw values, then tau = softplus(raw * e^{d_scale} + density_shift) (the official
 activation, d_scale a learnable scalar initialised at 0); features are raw ("none") or tanh-squashed.
 Grid axes follow grid_sample: index [z, y, x] for a point (x, y, z) / L in [-1, 1].
-`query_fields` samples K fields of one shape in one batched grid_sample (the batched-scenes path).
+`sample_fields` samples K fields of one shape in one batched grid_sample (the renderer's batched-scenes path).
 """
 from dataclasses import dataclass
 
@@ -88,8 +88,8 @@ def sample_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Ten
 
 
 def query_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
-    """(tau [K, P], features [K, P, C]) of K fields of one `stack_key` at points [K, P, 3]; zero density
-    outside the box."""
+    """(tau [K, P], features [K, P, C]) of K fields of one `stack_key` at points [K, P, 3] (`VoxelField.query`
+    with K = 1); zero density outside the box."""
     cfg = fields[0].cfg
     tau, feat = activate(*sample_fields(fields, points), cfg.density_shift, cfg.feature_activation)
     inside = (points.abs() <= fields[0].cfg.bbox_len).all(-1)

@@ -85,6 +85,8 @@ def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: l
     """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background.
     `compiled`: on CUDA, the per-sample shading and compositing run as torch.compile'd fused kernels."""
     k, b = len(fields), len(cams[0])
+    if len({f.stack_key() for f in fields}) > 1:
+        raise ValueError("render_many needs fields of one stack_key (grid shape, device, box, activation)")
     if any(len(c) != b or (c.height, c.width) != (cams[0].height, cams[0].width) for c in cams):
         raise ValueError("render_many needs the same number and size of views for every field")
     o, d = Cameras.cat(cams).rays()  # [K*B, R, 3]

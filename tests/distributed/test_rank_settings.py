@@ -45,3 +45,18 @@ def test_best_settings_per_method():
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match="seed"):
         rank_settings(frame(), SWEPT, "eval/iou", "max", ["seed"])
+
+
+def test_per_key_must_not_be_averaged_over():
+    with pytest.raises(ConfigError, match="--per"):
+        rank_settings(frame(), SWEPT, "eval/iou", "max", ["guidance.kind"], per="guidance.kind")
+
+
+def test_settings_covering_fewer_prompts_rank_last_and_sets_paste_into_a_shell():
+    rows = frame().to_dict("records")
+    rows.append({"status": "ok", "param.guidance.kind": "paas", "param.prompt.text": "a red cube",
+                 "param.guidance.weight": 50.0, "final.eval/iou": 0.99})  # one prompt only
+    table = rank_settings(pd.DataFrame(rows), SWEPT, "eval/iou", "max", ["prompt.text"], per="guidance.kind")
+    assert table.iloc[0]["guidance.weight"] == 7.5 and table.iloc[2]["guidance.weight"] == 50.0
+    by_weight = rank_settings(frame(), SWEPT, "eval/iou", "max", ["guidance.weight"])
+    assert best_settings(by_weight) == {"best": "--set guidance.kind=paas --set 'prompt.text=a blue torus'"}

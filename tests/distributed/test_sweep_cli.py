@@ -41,7 +41,7 @@ def test_toy_quick_through_the_cli(ray_session, toy_weights, tmp_path, capsys):
     assert ok.any() and set(frame["status"]) <= {"ok", "stopped"}  # ASHA may stop some at step 5
     assert (frame.loc[ok, "steps"] == 10).all() and frame["final.score"].between(0, 1).all()
     assert frame.loc[ok, "final.eval/iou"].notna().all()  # finished trials were evaluated (ground truth)
-    assert sorted(set(frame["param.guidance.weight"])) == [7.5, 30.0]
+    assert sorted(set(frame["param.guidance.weight"])) == [3.0, 7.5]
     # resuming a finished sweep changes nothing and says so in the same table
     assert main(["sweep", "--resume", str(out)]) == 0
     again = pd.read_parquet(last_json(capsys.readouterr().out)["results"])

@@ -147,3 +147,11 @@ def test_render_many_refuses_unequal_view_counts():
             for n in (1, 2)]
     with pytest.raises(ValueError, match="same number and size of views"):
         render_many(fields, bgs, cams, 0.1)
+
+
+def test_render_many_refuses_fields_of_different_shapes():
+    fields = [VoxelField(FieldConfig(grid_size=4), 3), VoxelField(FieldConfig(grid_size=5), 3)]
+    bgs = [Background(BackgroundConfig(), 3) for _ in fields]
+    cams = [orbit(torch.zeros(1), torch.zeros(1), torch.full((1,), 2.5), torch.full((1,), 50.0), 3, 3)] * 2
+    with pytest.raises(ValueError, match="one stack_key"):
+        render_many(fields, bgs, cams, 0.1)

@@ -47,7 +47,7 @@ def test_short_cpu_run_is_named_right_by_the_toy_clip():
     clip_model = pytest.importorskip("sjc_dist.toyworld.clip_model")
     clip, _, tok = clip_model.load_toy_clip("cpu")
     # Not a sphere: at the toy preset's CFG 3 SJC's spheres come out flat-shaded discs, which the toy CLIP often
-    # takes for a cylinder or a cube (sphere R@1 0.53 in BENCHMARKS.md section 4); cones are read right at 1.00.
+    # takes for a cylinder or a cube (sphere R@1 0.53 in BENCHMARKS.md section 3); cones are read right at 1.00.
     prompt = "a blue cone"
     cfg = load_config("toy", [f"prompt.text={prompt}", "steps=500", "output.progress=false", "model.device=cpu"])
     torch.manual_seed(0)
