@@ -52,7 +52,6 @@ class Variant:
     note: str
     patches: bool = False  # preview the proposed engine patches (no host syncs) while it runs
     baseline: bool = False
-    render_compile: bool = False  # render.compile: the shading and compositing as torch.compile'd kernels
 
 
 def variants(args, device: torch.device) -> list[Variant]:
@@ -66,8 +65,6 @@ def variants(args, device: torch.device) -> list[Variant]:
            Variant("fast", half, fast, ks, "FastDenoiser: half, channels-last, SDPA, CUDA graphs"),
            Variant("fast+nosync", half, fast, ends,
                    "fast + preview of the proposed engine patches P1-P3 (no host syncs)", patches=True),
-           Variant("fast+render-compile", half, fast, ks, "fast + render.compile (fused shading/compositing)",
-                   render_compile=True),
            Variant("fast-nchw", half, replace(fast, channels_last=False), ends, "fast without channels-last"),
            Variant("fast-nograph", half, replace(fast, cuda_graph=False), ends, "fast without CUDA graphs")]
     if args.compile != "none":
@@ -175,8 +172,8 @@ def engine_patches(device: torch.device):
 
 
 # --- one measurement: K scenes of one variant -------------------------------------------------------------
-def build_batch(model, size, k: int, render_compile: bool = False) -> SceneBatch:
-    return SceneBatch([SJCRun(run_config(size, seed, render_compile), model) for seed in range(k)])
+def build_batch(model, size, k: int) -> SceneBatch:
+    return SceneBatch([SJCRun(run_config(size, seed), model) for seed in range(k)])
 
 
 def denoise_ms(batch: SceneBatch, device, calls: int, repeats: int) -> float:
@@ -194,7 +191,7 @@ def measure_k(model, size, k: int, args, device, log) -> dict:
     """Steps K scenes together: first step (capture/compile), warm-up, then the median of timed repeats."""
     release(device)
     mem0 = memory(device)
-    batch = build_batch(model, size, k, args.render_compile)
+    batch = build_batch(model, size, k)
     first_s = timed_ms(batch.step_all, device) / 1e3
     log(f"    K={k}: first step {first_s:.2f}s (includes graph capture / compilation)")
     est = timed_ms(lambda: [batch.step_all() for _ in range(args.warmup)], device) / max(args.warmup, 1)
@@ -298,7 +295,6 @@ class Log:
 def run_variant(v: Variant, master, size, args, device, report: Report, log: Log) -> None:
     """All K of one variant on a fresh copy of the UNet; each K's failure is recorded, larger K skipped."""
     log.variant = v.name
-    args.render_compile = v.render_compile
     if compiles(v) and device.type != "cuda":
         report.skip(v, "torch.compile is measured on the GPU only")
         return

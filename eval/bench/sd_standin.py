@@ -116,11 +116,10 @@ def make_model(denoiser, size: Size, device: torch.device, weight: float = 100.0
     return Model(CFGDenoiser(denoiser, weight), text, None, f"{size.name}-random", device)
 
 
-def run_config(size: Size, seed: int, render_compile: bool = False) -> RunConfig:
+def run_config(size: Size, seed: int) -> RunConfig:
     """The official SJC settings (dataclass defaults) at this size, for scene number `seed`."""
-    run = {**size.run, "render": {**size.run.get("render", {}), "compile": render_compile}}
     data = {"model": {"name": f"{size.name}-random"}, "prompt": {"text": PROMPT}, "seed": seed,
-            "output": {"progress": False}, **run}
+            "output": {"progress": False}, **size.run}
     return from_dict(RunConfig, data)
 
 

@@ -9,7 +9,6 @@ Shapes: image [B, C, H, W], depth and opacity [B, 1, H, W], weights [B, H*W, S].
 grid_sample and one set of compositing kernels for all K scenes, which is what batched scenes on a GPU need
 (per-scene kernel launches, not arithmetic, bound a small render). `render` is its K = 1 case.
 """
-import functools
 import math
 from dataclasses import dataclass
 
@@ -30,8 +29,6 @@ class RenderConfig:
                                  ge=4, le=1024)
     step: float = opt(0.01, "ray-marching step delta in world units (official: 0.01 for the 100^3 grid)", gt=0.0)
     views_per_step: int = opt(1, "cameras rendered (and scored) per optimisation step (official: 1)", ge=1)
-    compile: bool = opt(False, "CUDA only: fuse the per-sample shading and compositing with torch.compile "
-                               "(the first steps of each new batch size compile)")
 
 
 @dataclass
@@ -80,10 +77,9 @@ def render(field: VoxelField, background: Background, cams: Cameras, step: float
     return render_many([field], [background], [cams], step)[0]
 
 
-def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras], step: float,
-                compiled: bool = False) -> list[RenderOutput]:
-    """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background.
-    `compiled`: on CUDA, the per-sample shading and compositing run as torch.compile'd fused kernels."""
+def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras],
+                step: float) -> list[RenderOutput]:
+    """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background."""
     k, b = len(fields), len(cams[0])
     if len({f.stack_key() for f in fields}) > 1:
         raise ValueError("render_many needs fields of one stack_key (grid shape, device, box, activation)")
@@ -98,8 +94,7 @@ def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: l
     raw, d_scale = sample_fields(fields, pts.reshape(k, -1, 3))
     bg = torch.cat([bgk(dk) for bgk, dk in zip(backgrounds, d.split(b))]) if k > 1 else backgrounds[0](d)
     cfg = fields[0].cfg
-    fn = compiled_shade() if compiled and o.device.type == "cuda" else shade
-    w, colour, depth, opacity = fn(raw, d_scale, t, t_out, bg, background_depth(backgrounds, b, o.device), step,
+    w, colour, depth, opacity = shade(raw, d_scale, t, t_out, bg, background_depth(backgrounds, b, o.device), step,
                                    cfg.density_shift, cfg.feature_activation)
     h, wd = cams[0].height, cams[0].width
     image = colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2)
@@ -117,9 +112,3 @@ def shade(raw: Tensor, d_scale: Tensor, t: Tensor, t_out: Tensor, bg: Tensor, bg
     w, colour, depth = composite(tau, feats.reshape(*t.shape, -1), t, step)
     opacity = w.sum(-1)
     return w, colour + (1 - opacity)[..., None] * bg, depth + (1 - opacity) * bg_depth, opacity
-
-
-@functools.cache
-def compiled_shade():
-    """`shade` compiled once per process (recompiled by torch only for new shapes)."""
-    return torch.compile(shade)
