@@ -13,14 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SD_BETAS, TINY_CONTEXT_DIM
 
 from sjc_dist.diffusion.cfg import CFGDenoiser
 from sjc_dist.diffusion.denoiser import Cond, eps_from_x0
 from sjc_dist.diffusion.fast import FastConfig, FastDenoiser, PaddedCall, bucket_size, pad_rows
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 from sjc_dist.errors import ConfigError
-
-from conftest import SD_BETAS, TINY_CONTEXT_DIM
 
 BENCH = Path(__file__).resolve().parents[2] / "eval" / "bench" / "gpu_bench.py"
 

@@ -56,7 +56,7 @@ def test_batch_refuses_a_second_model(configs, tiny_model, empirical_model, make
 
 
 def test_scenes_of_one_shape_render_in_one_pass(configs, tiny_model, monkeypatch):
-    import sjc_dist.scene.scenes as scenes
+    from sjc_dist.scene import scenes
 
     calls = []
     real = scenes.render_many
