@@ -19,6 +19,10 @@ from .text import TextConditioner
 from .vp_adapter import VPDenoiser
 
 TOY_WEIGHTS = Path(__file__).resolve().parent.parent / "toyworld" / "weights"
+# Shipped models by name: the toy world's guiding model and its independent judge (another seed and width,
+# trained on the same world; the evaluation's `judge_fit` uses it: it never guides an optimisation).
+SHIPPED = {"toy": TOY_WEIGHTS, "toy-judge": TOY_WEIGHTS / "judge"}
+JUDGE_MODELS = {"toy": "toy-judge"}  # the default judge model of a guiding model (evaluation.judge_model auto)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -26,8 +30,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 class ModelConfig:
     """The diffusion model and where it runs."""
 
-    name: str = opt("toy", "'toy' (the embedded toy world), 'empirical' (exact denoiser of toy renders), a "
-                           "local diffusers folder, or a Hugging Face repo id in the local cache")
+    name: str = opt("toy", "'toy' (the embedded toy world), 'toy-judge' (the toy world's independent judge model), "
+                           "'empirical' (exact denoiser of toy renders), a local diffusers folder, or a Hugging "
+                           "Face repo id in the local cache")
     device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
     dtype: str = opt("auto", "UNet precision; auto = float16 on GPU, float32 on CPU",
                      choices=("auto", "float32", "float16", "bfloat16"))
@@ -86,10 +91,10 @@ def model_path(name: str) -> Path | None:
     """Where a diffusers model lives (None for 'empirical'); raises ModelNotFoundError if nowhere."""
     if name == "empirical":
         return None
-    if name == "toy":
-        if not (TOY_WEIGHTS / "unet").is_dir():
-            raise ModelNotFoundError(name, f"the toy weights are missing from {TOY_WEIGHTS}")
-        return TOY_WEIGHTS
+    if name in SHIPPED:
+        if not is_installed(name):
+            raise ModelNotFoundError(name, f"the shipped weights are missing from {SHIPPED[name]}")
+        return SHIPPED[name]
     p = Path(os.path.expanduser(name))
     if p.is_dir():
         if not (p / "unet").is_dir() or not (p / "scheduler").is_dir():
@@ -106,6 +111,11 @@ def model_path(name: str) -> Path | None:
 
 def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0) -> Model:
     """Load the model `cfg.name` onto its device, wrapped for classifier-free guidance."""
+def is_installed(name: str) -> bool:
+    """Whether a shipped model's weights ('toy', 'toy-judge') are in this installation."""
+    return (SHIPPED[name] / "unet").is_dir()
+
+
     device = resolve_device(cfg.device)
     path = model_path(cfg.name)
     if path is None:
@@ -137,7 +147,7 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
     inner = VPDenoiser(unet, sched.alphas_cumprod, sched.config.prediction_type, sigma_to_t, dtype,
                        is_latent=vae is not None)
     if fast and device.type == "cuda":
-        from .fast import FastConfig, FastDenoiser
+        from .fast import FastDenoiser, fast_config
         name_of = {v: k for k, v in DTYPES.items()}
         inner = FastDenoiser(inner, FastConfig(dtype=name_of[dtype], compile=compile))
     return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device)

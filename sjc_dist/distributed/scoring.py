@@ -4,51 +4,39 @@ Every scorer returns {"score": s, "score/<name>": s} with higher = better, so AS
 watch `score` whatever the scorer. The scorers (all cheap: a few renders or one voxel-grid comparison):
   truth  toy world only: soft 3D IoU at the best yaw of the field's opacity against the caption's object
          (primary), and the thresholded IoU of `sjc_dist.evaluation.truth` (see TruthScore). The best signal.
-  fit    any model: render 4 fixed views y, noise them at 3 log-spaced sigmas of the run's window with a fixed
-         generator, and score -mean |D(y + sigma n; sigma, cond) - y|^2 with CFG weight 1 (the plain conditional
-         denoiser). Renders the model finds plausible for the prompt denoise back to themselves; blurry or empty
-         ones do not. Comparable across trials and steps (same views, same noise), independent of the guidance
-         weight being swept.
+  fit    any model: the denoiser fit of `sjc_dist.evaluation.fit` on 4 fixed views: -mean |D(y + s n; s, c) - y|^2
+         with CFG weight 1, fixed noise and fixed sigmas (the same for every trial, whatever sigma window it
+         sweeps). Renders the model finds plausible for the prompt denoise back to themselves; blurry or empty
+         ones do not. Comparable across trials and steps, independent of the guidance weight being swept.
   auto   truth for toy-world captions when the evaluation module is present, else fit.
 Does not run the final evaluation (evaluator.py) and never touches the run's own generators.
 """
-import dataclasses
-import math
 from collections.abc import Callable
 
 import torch
 
-from ..diffusion.denoiser import append_dims
 from ..optim.run import SJCRun
-from ..scene.cameras import view_labels
 from ..scene.scenes import VoxelScene
 
 ScoreFn = Callable[[SJCRun], dict]
 FIT_VIEWS = 4
-FIT_QUANTILES = (0.25, 0.5, 0.75)  # positions in log-sigma of the run's [lo, hi] window
 TRUTH_YAW_STEP = 15.0
 
 
 @torch.no_grad()
-def fit_score(run: SJCRun, views: int = FIT_VIEWS, seed: int = 0) -> dict[str, float]:
-    """-mean squared denoising error of fixed renders [views] at 3 sigmas (higher = more plausible)."""
-    gen = torch.Generator().manual_seed(seed)
+def fit_score(run: SJCRun, views: int = FIT_VIEWS) -> dict[str, float]:
+    """The denoiser fit of the run's current renders under its own model (evaluation.fit: fixed views, noise
+    and sigmas, CFG weight 1; higher = more plausible)."""
+    from ..evaluation.fit import denoiser_fit, fit_prompts, fit_renders
+
     if isinstance(run.scene, VoxelScene):
-        cams = run.scene.cameras.fixed(views)
-        image, labels = run.scene.render(cams).image, view_labels(cams, run.cfg.camera.overhead_above)
+        image, labels = fit_renders(run.scene, run.cfg.camera, views)
     else:
-        image, labels = run.scene.views(views, gen)[0].image, None
+        image, labels = run.scene.views(views, torch.Generator().manual_seed(0))[0].image, None
     y = run.guidance.target(image).detach()
-    lo, hi = run.sigmas.lo, run.sigmas.hi
-    sig = torch.tensor([math.exp(math.log(lo) + q * (math.log(hi) - math.log(lo))) for q in FIT_QUANTILES])
-    s = sig.repeat_interleave(y.shape[0]).to(y.device)
-    ys = y.repeat(len(FIT_QUANTILES), 1, 1, 1)
-    z = ys + append_dims(s, ys.ndim) * torch.randn(ys.shape, generator=gen).to(y.device)
-    cond = run.cond_for(labels, views)
-    if cond.weight is not None:
-        cond = dataclasses.replace(cond, weight=torch.ones_like(cond.weight))
-    d = run.guidance.denoise(z, s, type(cond).cat([cond] * len(FIT_QUANTILES)))
-    value = -float((d - ys).float().pow(2).mean())
+    p = run.cfg.prompt
+    prompts, negative = fit_prompts(p.text, p.negative, p.view_dependent, p.view_template, labels, views)
+    value = denoiser_fit(run.model, y, prompts, negative)
     return {"score": value, "score/fit": value}
 
 

@@ -167,6 +167,12 @@ class Judge:
     def label(self) -> str:
         return self.spec.label
 
+    @property
+    def logit_scale(self) -> float:
+        """The learnt inverse temperature s of the judge's softmax over texts (CLIP's 100 if it has none)."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.exp()) if isinstance(scale, torch.Tensor) else 100.0
+
     @torch.no_grad()
     def embed_images(self, views: Tensor) -> Tensor:
         """Views [V, 3, H, W] in [-1, 1] -> unit embeddings [V, D] (float32, CPU)."""

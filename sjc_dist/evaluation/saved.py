@@ -5,7 +5,7 @@ Pixel-space runs decode by clamping to [-1, 1]; latent runs need the model's VAE
 through `load_model` (once per model name, via `ModelCache`). Does not score anything (evaluate.py does).
 """
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..artifacts import render_eval
 from ..config import RunConfig, load_config
-from ..diffusion.load import Model, load_model, model_path
+from ..diffusion.load import JUDGE_MODELS, Model, ModelConfig, is_installed, load_model, model_path
 from ..errors import ConfigError
 from ..scene.scenes import VoxelScene
 
@@ -55,20 +55,49 @@ class PixelDecoder:
 
 
 class ModelCache:
-    """Models needed to decode latent runs, loaded once per model name (prompt-independent use only)."""
+    """Models an evaluation needs, loaded once each: to decode latent runs, the guiding model of each run (for
+    its denoiser fit) and the independent judge model. Keyed by model name (plus the prompt for 'empirical',
+    whose data is the prompt's object); prompt-independent use only."""
 
     def __init__(self, device: torch.device, preloaded: dict[str, Model] | None = None):
         self.device, self.models = device, dict(preloaded or {})
 
+    def load(self, cfg: ModelConfig, prompt: str = "") -> Model:
+        key = cfg.name if cfg.name != "empirical" else f"empirical:{prompt}"
+        if key not in self.models:
+            self.models[key] = load_model(replace(cfg, device=str(self.device)), prompt)
+        return self.models[key]
+
     def decoder(self, run: "SavedRun") -> Model | PixelDecoder:
         if not run.is_latent:
             return PixelDecoder()
-        name = run.cfg.model.name
-        if name not in self.models:
-            from dataclasses import replace
+        return self.load(run.cfg.model, run.cfg.prompt.text)
 
-            self.models[name] = load_model(replace(run.cfg.model, device=str(self.device)), run.cfg.prompt.text)
-        return self.models[name]
+    def guiding(self, run: "SavedRun") -> Model:
+        """The model the run was optimised against."""
+        return self.load(run.cfg.model, run.cfg.prompt.text)
+
+    def judge(self, run: "SavedRun", name: str) -> Model | None:
+        """The independent judge model: `name`, or for 'auto' the toy world's 'toy-judge' for toy runs (None
+        for other models, or when its weights are not installed); never the run's own model."""
+        if name == "auto":
+            name = JUDGE_MODELS.get(run.cfg.model.name, "none")
+            if name != "none" and not is_installed(name):
+                return None
+        if name in ("none", "", run.cfg.model.name):
+            return None
+        return self.load(ModelConfig(name=name), run.cfg.prompt.text)
+
+    @staticmethod
+    def model_space(model: Model, image: Tensor) -> Tensor | None:
+        """Renders [V, C, H, W] in the model's space: as they are, or an RGB field's VAE encoding for a latent
+        model; None when the model cannot see them (other channels or size)."""
+        den = model.denoiser
+        if image.shape[1] == 3 and den.channels != 3 and model.vae is not None:
+            image = model.encode(image.to(model.device))
+        if image.shape[1] != den.channels or image.shape[-1] != den.size:
+            return None
+        return image.to(model.device)
 
 
 def native_size(cfg: RunConfig) -> int:
