@@ -63,6 +63,9 @@ def _results_parser(sub) -> None:
                         "prompt.text, seed); repeatable")
     p.add_argument("--per", metavar="KEY", help="with --average-over: the best settings for each value of this "
                                                 "swept key (e.g. guidance.kind)")
+    p.add_argument("--validate", action="store_true",
+                   help="toy-world sweeps: how well each ranking signal (CLIP, denoiser fit) agrees with the ground "
+                        "truth (within-prompt Spearman, selection regret); writes validation.md/.json/.png")
     p.set_defaults(handler=results_command)
 
 
@@ -139,4 +142,18 @@ def results_command(args: argparse.Namespace) -> int:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         for name, sets in best_settings(table, args.per).items():
             print(f"best ({name}): {sets}")
+    if args.validate:
+        _validate(frame, Path(args.plots) if args.plots else folder, args.path)
     return 0
+
+
+def _validate(frame, out: Path, path: str) -> None:
+    from .validate import validate_sweep, validation_text
+
+    results, files = validate_sweep(frame, out, f"sjc results {path} --validate")
+    if not results:
+        print("no validation: no finished trial has ground truth (toy-world captions only)", file=sys.stderr)
+        return
+    print("\nranking signals against the truth:")
+    print(validation_text(results))
+    print(f"validation: {files['markdown']}" + (f", {files['png']}" if "png" in files else ""))
