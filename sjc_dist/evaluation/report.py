@@ -11,18 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .summary import (LOWER_IS_BETTER, MetricKey, correlations, method_means, methods_of, paired_comparisons,
-                      per_prompt_table, primary_key, ranked_prompts)
-
-
-@dataclass
-class Table:
-    """A titled table of already formatted cells."""
-
-    title: str
-    columns: list[str]
-    rows: list[list[str]]
-    note: str = ""
+from .tables import Table, fmt, fmt_p, table_html, table_markdown
+from .summary import (AGREEMENT_TRUTH, LOWER_IS_BETTER, MetricKey, correlations, method_means, methods_of,
+                      object_records, paired_comparisons, per_prompt_table, primary_key, ranked_prompts,
+                      signal_agreements)
+from .validation import Agreement, validate
+from .validation_report import TRUTHS, agreement_table, plot_agreement
 
 
 @dataclass
@@ -45,22 +39,12 @@ class Report:
     metrics: dict[str, float]
 
 
-def fmt(v, digits: int = 3) -> str:
-    if isinstance(v, float):
-        return "-" if not math.isfinite(v) else f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
-    return str(v)
-
-
 def colour_floor_note(rows: list[dict]) -> str:
     """The truth's own colour error (its baked-in shading), averaged over the prompts that have one."""
     floors = {r["prompt"]: r.get("color_error_floor", math.nan) for r in rows}
     values = [v for v in floors.values() if math.isfinite(v)]
     return f" The truth's own color_error (shading baked into the renders) is {fmt(float(np.mean(values)))} " \
            "on these prompts: a perfect result scores about that." if values else ""
-
-
-def fmt_p(p: float) -> str:
-    return "<0.001" if math.isfinite(p) and p < 0.001 else fmt(p)
 
 
 def means_table(means: list[dict], floor_note: str = "") -> Table:
@@ -71,17 +55,31 @@ def means_table(means: list[dict], floor_note: str = "") -> Table:
                  "Lower is better for: " + ", ".join(sorted(LOWER_IS_BETTER)) + "; higher for the rest." + floor_note)
 
 
-def paired_table(pairs: list[dict]) -> Table:
+def agreement_cell(p: dict, agreements: dict[MetricKey, Agreement]) -> str:
+    """The measured agreement of the signal behind a verdict: within-prompt rho with the truth and its CI."""
+    if p["judge"] == "truth":
+        return "truth"
+    a = agreements.get(MetricKey(p["judge"], p["metric"]))
+    if a is None or not math.isfinite(a.rho):
+        return "not measured (no truth)"
+    return f"{fmt(a.rho)} [{fmt(a.rho_low)}, {fmt(a.rho_high)}]"
+
+
+def paired_table(pairs: list[dict], agreements: dict[MetricKey, Agreement] | None = None) -> Table:
+    agreements = agreements or {}
     rows = [[p["judge"], p["metric"], f"{p['a']} - {p['b']}", fmt(p["mean_diff"]),
              f"[{fmt(p['low'])}, {fmt(p['high'])}]", fmt_p(p["p_wilcoxon"]), fmt_p(p["p_bootstrap"]),
              f"{p['wins']}/{p['ties']}/{p['losses']}", str(p["n"]),
-             p["better"] + (" (p<0.05)" if p["p_wilcoxon"] < 0.05 else "")] for p in pairs]
+             p["better"] + (" (p<0.05)" if p["p_wilcoxon"] < 0.05 else ""), agreement_cell(p, agreements)]
+            for p in pairs]
     return Table("Paired per-prompt comparison", ["judge", "metric", "difference", "mean diff", "95% CI",
                                                   "Wilcoxon p", "bootstrap p", "wins/ties/losses", "prompts",
-                                                  "better"], rows,
+                                                  "better", f"agreement with {AGREEMENT_TRUTH}"], rows,
                  "Per-prompt seed means; difference = first method minus the other; wins/ties/losses of the first "
                  "method (a win is a better value). Wilcoxon signed-rank test, two-sided, zero differences "
-                 "dropped: with n prompts its smallest possible p is 2 / 2^n.")
+                 "dropped: with n prompts its smallest possible p is 2 / 2^n. Agreement: how far the verdict's "
+                 f"signal can be trusted: Spearman rho of the signal with the truth's {AGREEMENT_TRUTH} within "
+                 "prompts (across this benchmark's seeds and methods), mean over prompts, bootstrap 95% CI.")
 
 
 def correlation_table(corr: list[dict]) -> Table:
@@ -142,22 +140,6 @@ def figures(rows: list[dict], means: list[dict], corr: list[dict], out: Path, k:
 
 
 # --- writers ----------------------------------------------------------------------------------------------
-def table_html(t: Table) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in t.rows)
-    note = f"<p class='note'>{html.escape(t.note)}</p>" if t.note else ""
-    return f"<h2>{html.escape(t.title)}</h2>\n<table>\n<tr>{head}</tr>\n{body}\n</table>\n{note}\n"
-
-
-def table_markdown(t: Table) -> str:
-    def cell(c: str) -> str:
-        return c.replace("|", "\\|")
-
-    lines = [f"## {t.title}", "", "| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in t.rows]
-    return "\n".join(lines + ([f"\n{t.note}"] if t.note else []) + [""])
-
-
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}th{background:#eee}"
          ".note{font-size:12px;color:#555}img{max-width:100%;margin:6px 0}code{background:#f4f4f4}")
@@ -212,11 +194,18 @@ def build_report(rows: list[dict], out: Path, meta: ReportMeta, seed: int = 0, k
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     means, pairs, corr = method_means(rows, rng), paired_comparisons(rows, rng), correlations(rows)
-    tables = [settings_table(meta), means_table(means, colour_floor_note(rows)), paired_table(pairs)]
+    agreements = signal_agreements(rows, seed)
+    tables = [settings_table(meta), means_table(means, colour_floor_note(rows)), paired_table(pairs, agreements)]
     if corr:
         tables.append(correlation_table(corr))
+    records, signals = object_records(rows)
+    validation = validate(records, signals, list(TRUTHS), seed=seed)
+    if validation:
+        tables.append(agreement_table(validation))
     tables.append(prompt_table(rows, primary_key(rows)))
     images = figures(rows, means, corr, out, k)
+    if validation:
+        images.append(plot_agreement(validation, out / "validation.png"))
     return Report(write_html(out / "report.html", meta, tables, images),
                   write_markdown(out / "report.md", meta, tables, images), images,
                   flat_metrics(means, pairs, corr))

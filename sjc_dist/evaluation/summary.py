@@ -5,8 +5,10 @@ then methods are summarised by the mean over prompts with a percentile-bootstrap
 compared pairwise per prompt (the first method against each other one: mean difference, its CI, the Wilcoxon
 signed-rank and paired-bootstrap p-values, wins/ties/losses of the first method, a win being a better value:
 higher, or lower for colour error). Ground-truth metrics do not depend on the
-judge; they are read from the first judge's rows and labelled judge 'truth'. Spearman's rho between CLIP
-score and IoU is over objects (not prompts), per judge and method. Plain Python: no pandas here.
+judge; they are read from the first judge's rows and labelled judge 'truth'; so are the model signals (the
+denoiser fits, labelled judge 'model'). Spearman's rho between CLIP score and IoU is over objects (not
+prompts), per judge and method. Where truth exists, every signal's agreement with the 3D IoU (within-prompt
+Spearman across seeds and methods, validation.py) is reported beside its verdict. Plain Python: no pandas here.
 """
 import dataclasses
 import math
@@ -15,11 +17,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .stats import bootstrap_ci, paired_test, spearman
+from .validation import Agreement, agreement
 
-CLIP_METRICS = ("clip_score", "r_precision")
-TRUTH_METRICS = ("iou", "iou_centred", "color_error", "toy_r1")
-LOWER_IS_BETTER = {"color_error"}
-TRUTH = "truth"
+CLIP_METRICS = ("clip_score", "r_precision", "clip_worst", "rp_distractors", "clip_prob")
+MODEL_METRICS = ("fit", "judge_fit")
+TRUTH_METRICS = ("iou", "silhouette_iou", "ssim", "psnr", "depth_error", "iou_centred", "color_error", "toy_r1")
+LOWER_IS_BETTER = {"color_error", "depth_error"}
+TRUTH, MODEL = "truth", "model"
+AGREEMENT_TRUTH = "iou"  # the truth metric every signal's agreement is measured against
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,11 @@ class MetricKey:
 
     @property
     def source_judge(self) -> str | None:
-        return None if self.judge == TRUTH else self.judge
+        return None if self.judge in (TRUTH, MODEL) else self.judge
+
+    @property
+    def is_truth(self) -> bool:
+        return self.judge == TRUTH
 
 
 def judges_of(rows: list[dict]) -> list[str]:
@@ -51,6 +60,7 @@ def metric_keys(rows: list[dict]) -> list[MetricKey]:
     judges = judges_of(rows)
     keys = [MetricKey(j, m) for j in judges for m in CLIP_METRICS]
     first = [r for r in rows if judges and r["judge"] == judges[0]]
+    keys += [MetricKey(MODEL, m) for m in MODEL_METRICS if has_values(first, m)]
     keys += [MetricKey(TRUTH, m) for m in TRUTH_METRICS if has_values(first, m)]
     return [k for k in keys if has_values(select(rows, k), k.metric)]
 
@@ -100,6 +110,32 @@ def paired_comparisons(rows: list[dict], rng: np.random.Generator) -> list[dict]
             out.append({"judge": key.judge, "metric": key.metric, "a": methods[0], "b": other, **asdict(res),
                         "better": better if res.mean_diff != 0 and math.isfinite(res.mean_diff) else "-"})
     return out
+
+
+def signal_agreements(rows: list[dict], seed: int = 0) -> dict[MetricKey, Agreement]:
+    """Each non-truth metric's agreement with the 3D IoU over this benchmark's objects (empty without truth)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key in metric_keys(rows):
+        sub = select(rows, key)
+        if not key.is_truth and has_values(sub, AGREEMENT_TRUTH):
+            out[key] = agreement(sub, key.metric, AGREEMENT_TRUTH, ("prompt",), ("prompt", "method"), rng)
+    return out
+
+
+def object_records(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """One record per object (run) with its truth, model signals and every judge's CLIP signals (named
+    'JUDGE/metric'), for validation.py; and the signal names."""
+    recs: dict[tuple, dict] = {}
+    signals: list[str] = list(MODEL_METRICS)
+    for r in rows:
+        obj = (r.get("run_dir"), r["prompt"], r["method"], r.get("seed"))
+        rec = recs.setdefault(obj, {k: r.get(k, math.nan) for k in (*TRUTH_METRICS, *MODEL_METRICS)})
+        rec.update(prompt=r["prompt"], method=r["method"])
+        for m in CLIP_METRICS:
+            rec[f"{r['judge']}/{m}"] = r.get(m, math.nan)
+            signals.append(f"{r['judge']}/{m}")
+    return list(recs.values()), list(dict.fromkeys(signals))
 
 
 def centred_by_prompt(rows: list[dict], metric: str) -> list[float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .plots import _figure, _save
-from .report import Table, fmt, table_markdown
+from .tables import Table, fmt, table_markdown
 from .validation import Agreement
 
 # the signals a user can compute without the truth, and the truth metrics (evaluation.evaluate.EvalRow fields)

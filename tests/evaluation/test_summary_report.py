@@ -108,3 +108,19 @@ def test_report_files(tmp_path):
 def test_empty_report_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="no evaluated objects"):
         build_report([], tmp_path, ReportMeta())
+
+
+def test_every_verdict_states_the_agreement_of_its_signal(tmp_path):
+    """CLIP tracks IoU within each prompt here (rho 1), r_precision is flat (no agreement to measure), the truth
+    rows say 'truth'; without any truth the report says the agreement is not measured."""
+    report = build_report(make_rows(tmp_path), tmp_path / "report", ReportMeta())
+    md = report.markdown.read_text()
+    assert "agreement with iou" in md
+    line = next(ln for ln in md.splitlines() if ln.startswith("| j1 | clip_score | sjc - sds"))
+    assert line.rstrip(" |").endswith("1.000 [1.000, 1.000]")
+    assert next(ln for ln in md.splitlines() if ln.startswith("| truth | iou | sjc - sds")).rstrip(" |").endswith("truth")
+    assert "Do the ranking signals agree with the truth?" in md and "validation.png" in md
+    blind = [{k: (math.nan if k in ("iou", "iou_centred", "color_error") else v) for k, v in r.items()}
+             for r in make_rows()]
+    md = build_report(blind, tmp_path / "blind", ReportMeta()).markdown.read_text()
+    assert "not measured (no truth)" in md and "Do the ranking signals agree" not in md
