@@ -40,10 +40,12 @@ class ModelConfig:
                           choices=("nearest", "interp"))
     fast: bool = opt(True, "on a GPU, call the UNet through FastDenoiser (half precision, channels-last, one "
                            "CUDA graph per padded batch size); ignored on a CPU")
-    compile: str = opt("none", "with model.fast on a GPU: torch.compile mode of the UNet, under the CUDA graphs "
-                               "('default': one SD-sized scene 8.5 ms/step instead of 12.7 on an H100, after about "
-                               "a minute of compiling for each new batch size)",
-                       choices=("none", "default", "max-autotune-no-cudagraphs"))
+    compile: str = opt("auto", "with model.fast on a GPU: torch.compile mode of the UNet, under the CUDA graphs. "
+                               "'auto': SD-class UNets (>= 100 M parameters) compile each padded batch size once "
+                               "it has served a few calls (one dynamic-batch graph, kept in Inductor's on-disk "
+                               "cache: about 40 s the first time on a machine, seconds after); 'default': at the "
+                               "first call; 'none': CUDA graphs of the eager UNet only",
+                       choices=("auto", "none", "default", "max-autotune-no-cudagraphs"))
 
 
 @dataclass
@@ -109,13 +111,13 @@ def model_path(name: str) -> Path | None:
     raise ModelNotFoundError(name, "no such folder")
 
 
-def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0) -> Model:
-    """Load the model `cfg.name` onto its device, wrapped for classifier-free guidance."""
 def is_installed(name: str) -> bool:
     """Whether a shipped model's weights ('toy', 'toy-judge') are in this installation."""
     return (SHIPPED[name] / "unet").is_dir()
 
 
+def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0) -> Model:
+    """Load the model `cfg.name` onto its device, wrapped for classifier-free guidance."""
     device = resolve_device(cfg.device)
     path = model_path(cfg.name)
     if path is None:
@@ -126,7 +128,7 @@ def is_installed(name: str) -> bool:
 
 
 def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_to_t: str = "nearest",
-                   guidance_weight: float = 1.0, name: str = "", fast: bool = False, compile: str = "none") -> Model:
+                   guidance_weight: float = 1.0, name: str = "", fast: bool = False, compile: str = "auto") -> Model:
     """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
     from transformers import AutoModel, AutoTokenizer
@@ -149,5 +151,5 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
     if fast and device.type == "cuda":
         from .fast import FastDenoiser, fast_config
         name_of = {v: k for k, v in DTYPES.items()}
-        inner = FastDenoiser(inner, FastConfig(dtype=name_of[dtype], compile=compile))
+        inner = FastDenoiser(inner, fast_config(name_of[dtype], compile, unet))
     return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device)

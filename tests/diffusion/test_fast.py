@@ -17,7 +17,9 @@ from conftest import SD_BETAS, TINY_CONTEXT_DIM
 
 from sjc_dist.diffusion.cfg import CFGDenoiser
 from sjc_dist.diffusion.denoiser import Cond, eps_from_x0
-from sjc_dist.diffusion.fast import FastConfig, FastDenoiser, PaddedCall, bucket_size, pad_rows
+from sjc_dist.diffusion.fast import (AUTO_COMPILE_AFTER, CompileAfter, FastConfig, FastDenoiser, LayoutCall,
+                                     PaddedCall, bucket_size, fast_config, pad_rows)
+from sjc_dist.diffusion.fp8 import Float8Linear, scale_of, to_float8
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 from sjc_dist.errors import ConfigError
 
@@ -132,6 +134,88 @@ def test_conditional_unet_needs_context(tiny_unet):
     x, sigma, _ = batch(2)
     with pytest.raises(ValueError, match="text-conditioned"):
         fast(x, sigma, Cond())
+
+
+class Recorder:
+    """A UNetCall stand-in that records the batch sizes it saw and returns x + offset."""
+
+    def __init__(self, offset: float):
+        self.offset, self.seen, self.resets = offset, [], 0
+
+    def __call__(self, x, t, context):
+        self.seen.append(x.shape[0])
+        return x + self.offset
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_compile_after_serves_each_size_eagerly_first():
+    eager, compiled = Recorder(0.0), Recorder(1.0)
+    call = CompileAfter(eager, compiled, after=2)
+    outs = [call(torch.zeros(n, 1), torch.zeros(n), None) for n in (4, 4, 2, 4, 4, 2, 2)]
+    assert eager.seen == [4, 4, 2, 2] and compiled.seen == [4, 4, 2]  # 3rd call of a size on: compiled
+    assert [float(o[0, 0]) for o in outs] == [0, 0, 0, 1, 1, 0, 1]
+    assert sorted(k[0] for k in call.compile_s) == [(2, 1), (4, 1)] and all(s >= 0 for s in call.compile_s.values())
+    call.reset()
+    assert eager.resets == compiled.resets == 1 and not call.live
+    call(torch.zeros(4, 1), torch.zeros(4), None)
+    assert compiled.seen[-1] == 4 and len(call.compile_s) == 2  # captured again, not counted as a compile
+
+
+def test_auto_compile_policy_by_unet_size():
+    small = torch.nn.Linear(10, 10)
+    big = torch.nn.Linear(10_000, 10_001, device="meta")  # 100 M parameters, no memory
+    assert fast_config("float16", "auto", small).compile == "none"
+    cfg = fast_config("float16", "auto", big)
+    assert (cfg.compile, cfg.compile_after, cfg.compile_dynamic) == ("default", AUTO_COMPILE_AFTER, True)
+    assert fast_config("float16", "default", small).compile_after == 0  # asked for: compiled at once
+
+
+def test_nchw_from_switches_layout_by_padded_size(tiny_unet):
+    """Padded batches of >= nchw_from images run an NCHW copy of the UNet, smaller ones the channels-last one,
+    with the plain denoiser's numbers either way."""
+    ref = plain(tiny_unet)
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32", bucket=4, nchw_from=4), cpu_fallback=False)
+    layout = fast.call.inner
+    assert isinstance(layout, LayoutCall) and set(layout.stacks) == {False, True}
+    convs = {nchw: next(m.weight for m in stack.unet.modules() if isinstance(m, torch.nn.Conv2d))
+             for nchw, stack in layout.stacks.items()}
+    assert convs[True].is_contiguous() and convs[False].is_contiguous(memory_format=torch.channels_last)
+    assert layout.nchw(4) and not layout.nchw(2)
+    for n in (2, 3):  # 3 pads to 4: NCHW
+        x, sigma, cond = batch(n, seed=10 + n)
+        torch.testing.assert_close(fast(x, sigma, cond), ref(x, sigma, cond), rtol=1e-4, atol=1e-4)
+
+
+def test_float8_linear_within_e4m3_rounding():
+    """|y - y_ref| <= 2 (2^-4) |x| |W|^T (3 mantissa bits on each operand) plus the subnormal floor
+    2^-9 s (smallest e4m3 step) on each operand, for rows that are not a multiple of 16 too."""
+    gen = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(32, 48)
+    with torch.no_grad():
+        lin.weight.normal_(generator=gen)
+    x = torch.randn(3, 5, 32, generator=gen) * torch.logspace(-2, 1, 32)  # 15 rows, mixed magnitudes
+    fp8 = Float8Linear(lin)
+    with torch.no_grad():
+        y, ref = fp8(x), lin(x)
+    assert y.shape == ref.shape == (3, 5, 48) and fp8.weight_t.dtype == torch.float8_e4m3fn
+    floor = 2.0**-9 * (scale_of(x) * lin.weight.abs().sum(1) + scale_of(lin.weight) * x.abs().sum(-1, keepdim=True))
+    bound = 2 * 2.0**-4 * (x.abs() @ lin.weight.abs().T) + floor
+    assert bool(((y - ref).abs() <= bound * 1.01).all())
+    assert float((y - ref).abs().max()) > 0  # it did quantise
+
+
+def test_fp8_fast_path_converts_transformer_linears_and_stays_close(tiny_unet):
+    ref = plain(tiny_unet)
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32", fp8=True), cpu_fallback=False)
+    n_lin = sum(isinstance(m, Float8Linear) for m in fast.unet.modules())
+    assert n_lin == fast.fp8_layers > 0
+    assert not any(isinstance(m, Float8Linear) for n, m in fast.unet.named_modules() if "time_emb" in n)
+    x, sigma, cond = batch(3, seed=5)
+    e_ref, e_fast = (eps_from_x0(x, d(x, sigma, cond), sigma) for d in (ref, fast))
+    assert 0 < float((e_fast - e_ref).abs().max() / e_ref.abs().max()) < 0.05
+    assert to_float8(torch.nn.Sequential(torch.nn.Linear(16, 16))) == 0  # only inside transformer blocks
 
 
 def run_bench(out: Path, *extra: str) -> tuple[dict, float]:
