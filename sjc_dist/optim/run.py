@@ -73,7 +73,7 @@ class SJCRun:
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
         if dims == 3:
             self.scene = VoxelScene(cfg.field, cfg.background, cfg.camera, channels, res, cfg.render.step,
-                                    self.cpu_gen)
+                                    self.cpu_gen, cfg.render.samples, cfg.render.fuse)
         else:
             self.scene = ImageScene(channels, res, self.cpu_gen)
         self.scene.to(self.device)

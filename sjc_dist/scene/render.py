@@ -8,6 +8,10 @@ Shapes: image [B, C, H, W], depth and opacity [B, 1, H, W], weights [B, H*W, S].
 `render_many` renders K fields of one shape (each with its own B cameras and background) in one pass: one
 grid_sample and one set of compositing kernels for all K scenes, which is what batched scenes on a GPU need
 (per-scene kernel launches, not arithmetic, bound a small render). `render` is its K = 1 case.
+Which samples are read (`RenderConfig.samples`): 'all' S per ray (the plain path above); 'inside' only those
+before the exit point, packed (packed.py: the same image, weights and gradients); 'visible' also colour only
+where w > 1e-4, as the official code (colour moves by at most the dropped weight times |c|).
+`fuse='compile'` runs the shading (activation and compositing) through torch.compile on a GPU.
 """
 import math
 from dataclasses import dataclass
@@ -19,6 +23,11 @@ from ..configtools import opt
 from .background import Background
 from .cameras import Cameras
 from .field import VoxelField, activate, sample_fields
+from .packed import pack, render_packed
+from .packed import shade as shade_packed
+
+SAMPLES = ("all", "inside", "visible")
+FUSE = ("none", "compile")
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,11 @@ class RenderConfig:
                                  ge=4, le=1024)
     step: float = opt(0.01, "ray-marching step delta in world units (official: 0.01 for the 100^3 grid)", gt=0.0)
     views_per_step: int = opt(1, "cameras rendered (and scored) per optimisation step (official: 1)", ge=1)
+    samples: str = opt("all", "ray samples read from the field: 'all' (S per ray), 'inside' (those inside the box "
+                              "only: the same render, fewer reads), 'visible' (also colour only where the weight "
+                              "> 1e-4, as the official code)", choices=SAMPLES)
+    fuse: str = opt("none", "'compile': the shading (activation, compositing) through torch.compile on a GPU",
+                    choices=FUSE)
 
 
 @dataclass
@@ -72,35 +86,63 @@ def background_depth(backgrounds: list[Background], b: int, device: torch.device
     return torch.cat([torch.full((b, 1), x, device=device) for x in depths])
 
 
-def render(field: VoxelField, background: Background, cams: Cameras, step: float) -> RenderOutput:
+def render(field: VoxelField, background: Background, cams: Cameras, step: float, samples: str = "all",
+           fuse: str = "none") -> RenderOutput:
     """Render B views of the field over the background."""
-    return render_many([field], [background], [cams], step)[0]
+    return render_many([field], [background], [cams], step, samples, fuse)[0]
 
 
 def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras],
-                step: float) -> list[RenderOutput]:
+                step: float, samples: str = "all", fuse: str = "none") -> list[RenderOutput]:
     """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background."""
     k, b = len(fields), len(cams[0])
-    if len({f.stack_key() for f in fields}) > 1:
-        raise ValueError("render_many needs fields of one stack_key (grid shape, device, box, activation)")
-    if any(len(c) != b or (c.height, c.width) != (cams[0].height, cams[0].width) for c in cams):
-        raise ValueError("render_many needs the same number and size of views for every field")
+    check_batch(fields, cams, samples)
     o, d = Cameras.cat(cams).rays()  # [K*B, R, 3]
     half = fields[0].bbox_len
     t_in, t_out = ray_box(o, d, half)
     s = torch.arange(n_samples(half, step), device=o.device, dtype=o.dtype) + 0.5
     t = t_in[..., None] + s * step  # [K*B, R, S]; samples in [t_in, t_out) lie in the box
-    pts = o[..., None, :] + t[..., None] * d[..., None, :]
-    raw, d_scale = sample_fields(fields, pts.reshape(k, -1, 3))
     bg = torch.cat([bgk(dk) for bgk, dk in zip(backgrounds, d.split(b))]) if k > 1 else backgrounds[0](d)
-    cfg = fields[0].cfg
-    w, colour, depth, opacity = shade(raw, d_scale, t, t_out, bg, background_depth(backgrounds, b, o.device), step,
-                                   cfg.density_shift, cfg.feature_activation)
-    h, wd = cams[0].height, cams[0].width
+    bg_depth = background_depth(backgrounds, b, o.device)
+    if samples == "all":
+        pts = o[..., None, :] + t[..., None] * d[..., None, :]
+        raw, d_scale = sample_fields(fields, pts.reshape(k, -1, 3))
+        cfg = fields[0].cfg
+        w, colour, depth, opacity = fused(shade, fuse, o.device)(raw, d_scale, t, t_out, bg, bg_depth, step,
+                                                                 cfg.density_shift, cfg.feature_activation)
+    else:
+        p = pack(o, d, t_in, t < t_out[..., None], step, half, k)
+        w, colour, depth, opacity = render_packed(fields, p, step, samples, fused(shade_packed, fuse, o.device,
+                                                                                  dynamic=True))
+        w = p.seg.dense(w, t.shape[-1]).reshape(t.shape)
+        colour, depth, opacity = blend(colour.reshape(bg.shape), depth.reshape(t_in.shape),
+                                       opacity.reshape(t_in.shape), bg, bg_depth)
+    return split_views(w, colour, depth, opacity, k, b, cams[0].height, cams[0].width)
+
+
+def check_batch(fields: list[VoxelField], cams: list[Cameras], samples: str) -> None:
+    """render_many's preconditions: one stack_key, equal view counts and sizes, a known sample rule."""
+    b = len(cams[0])
+    if len({f.stack_key() for f in fields}) > 1:
+        raise ValueError("render_many needs fields of one stack_key (grid shape, device, box, activation)")
+    if any(len(c) != b or (c.height, c.width) != (cams[0].height, cams[0].width) for c in cams):
+        raise ValueError("render_many needs the same number and size of views for every field")
+    if samples not in SAMPLES:
+        raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
+
+
+def split_views(w: Tensor, colour: Tensor, depth: Tensor, opacity: Tensor, k: int, b: int, h: int,
+                wd: int) -> list[RenderOutput]:
+    """Per-field RenderOutputs from weights [K*B, R, S], colour [K*B, R, C], depth and opacity [K*B, R]."""
     image = colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2)
     depth, opacity = depth.reshape(k * b, 1, h, wd), opacity.reshape(k * b, 1, h, wd)
     return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww)
             for i, dp, op, ww in zip(image.split(b), depth.split(b), opacity.split(b), w.split(b))]
+
+
+def blend(colour: Tensor, depth: Tensor, opacity: Tensor, bg: Tensor, bg_depth: float | Tensor):
+    """The background behind what the samples leave: colour [..., C] + (1 - opacity) bg, depth likewise."""
+    return colour + (1 - opacity)[..., None] * bg, depth + (1 - opacity) * bg_depth, opacity
 
 
 def shade(raw: Tensor, d_scale: Tensor, t: Tensor, t_out: Tensor, bg: Tensor, bg_depth: float | Tensor,
@@ -110,5 +152,16 @@ def shade(raw: Tensor, d_scale: Tensor, t: Tensor, t_out: Tensor, bg: Tensor, bg
     tau, feats = activate(raw, d_scale, density_shift, feature_activation)
     tau = tau.reshape(t.shape) * (t < t_out[..., None])
     w, colour, depth = composite(tau, feats.reshape(*t.shape, -1), t, step)
-    opacity = w.sum(-1)
-    return w, colour + (1 - opacity)[..., None] * bg, depth + (1 - opacity) * bg_depth, opacity
+    return (w, *blend(colour, depth, w.sum(-1), bg, bg_depth))
+
+
+_FUSED: dict = {}
+
+
+def fused(fn, fuse: str, device: torch.device, dynamic: bool = False):
+    """fn itself, or (fuse 'compile', on a GPU) its torch.compile'd version, made once per process."""
+    if fuse != "compile" or device.type != "cuda":
+        return fn
+    if fn not in _FUSED:
+        _FUSED[fn] = torch.compile(fn, dynamic=dynamic)
+    return _FUSED[fn]

@@ -17,15 +17,17 @@ class VoxelScene(nn.Module):
     """A voxel field and its background, rendered at `resolution` with step `step`."""
 
     def __init__(self, field: FieldConfig, background: BackgroundConfig, camera: CameraConfig, channels: int,
-                 resolution: int, step: float, generator: torch.Generator | None = None):
+                 resolution: int, step: float, generator: torch.Generator | None = None, samples: str = "all",
+                 fuse: str = "none"):
         super().__init__()
         self.field = VoxelField(field, channels, generator)
         self.background = Background(background, channels)
         self.cameras = CameraSampler(camera, resolution)
-        self.step = step
+        self.step, self.samples, self.fuse = step, samples, fuse  # how it renders (RenderConfig)
 
     def render(self, cams: Cameras) -> RenderOutput:
-        return render_many([self.field], [self.background], [cams.to(self.field.grid.device)], self.step)[0]
+        return render_many([self.field], [self.background], [cams.to(self.field.grid.device)], self.step,
+                           self.samples, self.fuse)[0]
 
     def views(self, n: int, generator: torch.Generator) -> tuple[RenderOutput, Cameras]:
         cams = self.cameras.sample(n, generator)
@@ -33,7 +35,7 @@ class VoxelScene(nn.Module):
 
     def stack_key(self) -> tuple:
         """Scenes with equal keys render together."""
-        return self.field.stack_key() + (self.step,)
+        return self.field.stack_key() + (self.step, self.samples, self.fuse)
 
     def param_groups(self, lr: float, lr_background: float) -> list[dict]:
         groups = [{"name": "grid", "params": [self.field.grid, self.field.d_scale], "lr": lr}]
@@ -66,7 +68,7 @@ def render_scenes(scenes: list[VoxelScene], cams: list[Cameras]) -> list[RenderO
         first = scenes[idx[0]]
         device = first.field.grid.device
         rendered = render_many([scenes[i].field for i in idx], [scenes[i].background for i in idx],
-                               [cams[i].to(device) for i in idx], first.step)
+                               [cams[i].to(device) for i in idx], first.step, first.samples, first.fuse)
         for i, r in zip(idx, rendered):
             out[i] = r
     return out

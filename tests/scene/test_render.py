@@ -155,3 +155,89 @@ def test_render_many_refuses_fields_of_different_shapes():
     cams = [orbit(torch.zeros(1), torch.zeros(1), torch.full((1,), 2.5), torch.full((1,), 50.0), 3, 3)] * 2
     with pytest.raises(ValueError, match="one stack_key"):
         render_many(fields, bgs, cams, 0.1)
+
+
+# --- packed samples: 'inside' is the same function, 'visible' drops colour where w <= 1e-4 -----------------------
+def random_batch(activation: str, seed: int = 0, k: int = 3, n: int = 10):
+    """K random fields (dense and empty regions, own d_scale), mixed backgrounds, 2 cameras each, some of them
+    close enough that parts of the box lie behind them."""
+    gen = torch.Generator().manual_seed(seed)
+    fields = [VoxelField(FieldConfig(grid_size=n, feature_activation=activation), 3, gen) for _ in range(k)]
+    with torch.no_grad():
+        for i, f in enumerate(fields):
+            f.grid[:, 0].normal_(generator=gen).mul_(4)
+            f.d_scale.fill_(0.3 * i - 0.2)
+    kinds = [BackgroundConfig(), BackgroundConfig(kind="solid", value=0.5, depth=4.0), BackgroundConfig(value=-0.2)]
+    bgs = [Background(kinds[i % 3], 3) for i in range(k)]
+    cams = [orbit(torch.rand(2, generator=gen) * 360, torch.rand(2, generator=gen) * 80 - 10,
+                  1.2 + torch.rand(2, generator=gen), torch.full((2,), 55.0), 6, 5) for _ in fields]
+    return fields, bgs, cams
+
+
+def rendered_with_grads(fields, bgs, cams, samples: str, colour: bool = True):
+    """render_many's outputs and the gradients of a loss on all of them (or on depth, opacity, weights only)."""
+    for p in [q for f in fields for q in f.parameters()] + [b.texture for b in bgs]:
+        p.grad = None
+    outs = render_many(fields, bgs, cams, 0.07, samples)
+    probe = torch.linspace(-1, 1, outs[0].image.numel()).reshape(outs[0].image.shape)
+    loss = sum(o.depth.sum() + o.opacity.square().sum() + 100 * torch.log1p(10 * o.weights).mean()
+               + (o.image * probe).sum() * colour for o in outs)
+    loss.backward()
+    grads = [p.grad.clone() for f in fields for p in f.parameters()] + [b.texture.grad.clone() for b in bgs
+                                                                       if b.texture.requires_grad]
+    return outs, grads
+
+
+def assert_grads_close(got: list, want: list):
+    for g, w in zip(got, want):  # float64 prefix sums against float32 ones: relative to the gradient's size
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5 * float(w.abs().max()))
+
+
+@pytest.mark.parametrize("activation", ["none", "tanh"])
+def test_inside_samples_render_like_all_samples(activation):
+    fields, bgs, cams = random_batch(activation)
+    want, want_grads = rendered_with_grads(fields, bgs, cams, "all")
+    got, got_grads = rendered_with_grads(fields, bgs, cams, "inside")
+    for w, g in zip(want, got):
+        for name in ("image", "depth", "opacity", "weights"):
+            torch.testing.assert_close(getattr(g, name), getattr(w, name), rtol=1e-5, atol=1e-5, msg=name)
+    assert_grads_close(got_grads, want_grads)
+    assert any(float(o.weights.eq(0).float().mean()) > 0.1 for o in want)  # samples past the exit were skipped
+
+
+def test_inside_samples_of_one_field_and_of_rays_missing_the_box():
+    fields, bgs, cams = random_batch("tanh", seed=3, k=1)
+    miss = orbit(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([3.0]), torch.tensor([10.0]), 2, 2)
+    away = Cameras(miss.c2w.clone(), miss.fov, miss.azimuth, miss.elevation, 2, 2)
+    away.c2w[:, :3, 2] *= -1  # looks away from the box: no samples at all
+    for c in (cams[0], away):
+        want, got = render(fields[0], bgs[0], c, 0.07), render(fields[0], bgs[0], c, 0.07, "inside")
+        for name in ("image", "depth", "opacity", "weights"):
+            torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-5)
+    assert float(render(fields[0], bgs[0], away, 0.07, "inside").opacity.detach().abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("activation", ["none", "tanh"])
+def test_visible_samples_drop_only_tiny_weight_colour(activation):
+    """Weights, depth and opacity (and their gradients) as with every sample; each pixel's colour within the
+    dropped weight times the largest feature magnitude of the grid (trilinear values are convex combinations)."""
+    fields, bgs, cams = random_batch(activation, seed=1)
+    want, want_grads = rendered_with_grads(fields, bgs, cams, "all", colour=False)
+    got, got_grads = rendered_with_grads(fields, bgs, cams, "visible", colour=False)
+    assert_grads_close(got_grads, want_grads)
+    moved = 0.0
+    for f, w, g in zip(fields, want, got):
+        for name in ("depth", "opacity", "weights"):
+            torch.testing.assert_close(getattr(g, name), getattr(w, name), rtol=1e-5, atol=1e-5, msg=name)
+        dropped = torch.where(w.weights <= 1e-4, w.weights, torch.zeros(())).sum(-1)  # [B, R]
+        feature_max = float(f.feature_grid().abs().max())
+        bound = (dropped * feature_max).reshape(w.opacity.shape) + 1e-6
+        assert bool(((g.image - w.image).abs() <= bound).all())
+        moved = max(moved, float((g.image - w.image).abs().max()))
+    assert moved > 0  # something was dropped: the test has teeth
+
+
+def test_render_many_refuses_an_unknown_sample_rule():
+    fields, bgs, cams = random_batch("none", k=1)
+    with pytest.raises(ValueError, match="samples must be one of"):
+        render_many(fields, bgs, cams, 0.1, "some")
