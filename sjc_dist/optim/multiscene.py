@@ -1,6 +1,7 @@
 """SceneBatch: K scenes (SJCRuns on one model) stepped together: voxel scenes of one shape rendered in one pass
 (`render_scenes`), one denoiser forward for all, one backward of the summed losses (the scenes' parameters are
-disjoint, so each gets exactly its own gradient), then each scene's own optimiser step.
+disjoint, so each gets exactly its own gradient), then each scene's own optimiser step (applied together: one
+foreach Adamax update per set of hyperparameters, `optim.adamax.together`; `grouped_steps=False` steps each alone).
 
 Scenes may differ in prompt, seed and every hyperparameter (guidance kind and weight, sigma window, lambda
 schedule, ...): only D(z; sigma, cond) is shared, with per-sample sigma, text embeddings and CFG weight.
@@ -12,14 +13,16 @@ import torch
 
 from ..diffusion.denoiser import Cond
 from ..scene.scenes import render_scenes
+from .adamax import together
 from .run import SJCRun
 
 
 class SceneBatch:
     """Holds K runs sharing one Model; `step_all()` advances each by one step with one denoiser call."""
 
-    def __init__(self, runs: list[SJCRun] | None = None):
+    def __init__(self, runs: list[SJCRun] | None = None, grouped_steps: bool = True):
         self.runs: list[SJCRun] = list(runs or [])
+        self.grouped_steps = grouped_steps
 
     def add(self, run: SJCRun) -> int:
         if self.runs and run.model is not self.runs[0].model:
@@ -46,7 +49,8 @@ class SceneBatch:
         for r in runs:
             r.opt.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()
-        return [r.apply(loss) for r, loss in zip(runs, losses)]
+        with together(self.grouped_steps):
+            return [r.apply(loss) for r, loss in zip(runs, losses)]
 
     @staticmethod
     def views(runs: list[SJCRun]) -> list[tuple | None]:

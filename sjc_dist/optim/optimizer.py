@@ -15,4 +15,7 @@ class OptimConfig:
 
 
 def make_optimizer(groups: list[dict]) -> torch.optim.Optimizer:
-    return torch.optim.Adamax(groups)
+    """torch's Adamax, whose steps a SceneBatch can group across scenes (`optim.adamax.together`)."""
+    from .adamax import Adamax
+
+    return Adamax(groups)
