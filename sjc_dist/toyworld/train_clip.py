@@ -1,22 +1,26 @@
-"""Train the toy CLIP ('toy-clip', an open_clip model) contrastively on renders of the toy world.
+"""Train the toy CLIP ('toy-clip', an open_clip model) on a wide toy world: true objects and imperfect versions
+of them, each with a soft target over a caption bank (clip_world.py), so its similarity tracks quality.
 
-Data: the 25 true objects (truth_field, built once on the device) rendered on the fly with the project's own
-renderer from the SJC camera distribution (CameraSampler(CameraConfig())), 32x32, white background, ray step
-0.02 (renders at 0.01 differ by < 0.013 per pixel). A ring buffer of `buffer` views is refreshed by `fresh` new
-views a step (one caption a step, round robin); batches are drawn from it with mild augmentation (mirror, a
-1-2 px shift, light blur and noise; colour is never jittered: it is the label). Captions are the world's
-"a red cube" or a template of it ("a photo of a red cube", ...), tokenised by open_clip's BPE tokenizer.
+Data: samples of clip_world (a world object, at most one identity change such as a morph into another shape or
+another colour, up to two quality degradations such as dilation, cuts, fog or floaters, random light, flat
+shading) rendered on the fly with the project's own renderer from wide cameras (radius 1.2-2.2, elevation
+-30..90, FoV 30-75), 32x32, white background, ray step 0.02. A ring buffer of `buffer` views is refreshed by
+`fresh` new views a step (one sample a step); batches are drawn from it with mild augmentation (mirror, a 1-2 px
+shift, light blur and noise; colour is never jittered: it is part of the label). Texts: every bank caption
+under a random template each step ("a red cube", "a photo of a red cube", ...; open_clip's BPE tokenizer).
 
-Loss: CLIP's symmetric InfoNCE over the batch with the false negatives removed: every pair with the same
-object is a positive (soft targets uniform over them, as in UniCL), since 25 objects repeat within a batch.
-So the loss cannot reach 0: its floor is the batch mean of log(#positives of a row), about log(batch / 25);
-the log reports the loss and its excess over that floor.
-AdamW, linear warm-up then cosine decay over a fixed time budget, bf16 autocast on CUDA.
+Loss: cross-entropy of the image's softmax over the bank's texts (scale s = the learnt logit scale) against the
+sample's soft target t: -sum_k t_k log softmax(s <img, txt_k>). Its floor is the targets' entropy; the log
+reports the loss and its excess over that floor. AdamW, linear warm-up then cosine decay over a fixed time
+budget, bf16 autocast on CUDA. The judge never sees any SJC or SDS result or any IoU: its targets are functions
+of the degradation amounts alone.
 
 Writes to --out: open_clip_model.safetensors (fp16 state dict: `create_model_and_transforms('toy-clip',
 pretrained=path)` loads it), toy-clip.json (the model config), loss.png, training_log.json and training_log.md
-(data, architecture, time, device, final loss, held-out zero-shot accuracy over all 25 captions on fresh
-renders at ray step 0.01 from cameras of another seed, scored with the reloaded fp16 checkpoint).
+(data, architecture, time, device, final loss, held-out zero-shot accuracy over the 25 captions and over every
+world caption on clean renders from the SJC cameras of another seed, at ray step 0.01, and the calibration: the
+mean CLIP score and probability of the true caption against each degradation's amount, scored with the
+reloaded fp16 checkpoint).
 
   python -m sjc_dist.toyworld.train_clip --out DIR --seconds 180 --device cuda
 """
@@ -33,18 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..configtools import from_dict, opt, to_dict
+from ..configtools import from_dict, opt
 from ..errors import ConfigError
-from ..scene.background import Background
-from ..scene.cameras import CameraConfig, CameraSampler
-from ..scene.render import render
 from . import clip_model
-from .data import BACKGROUND, truth_field
-from .shapes import captions, parse
+from .clip_report import build_log, device_name, held_out_report, markdown, plot_curves
+from .clip_world import EVAL_STEP, TEMPLATES, TruthViews, WorldRenderer, bank, draw, target
+from .shapes import captions
 
-TEMPLATES = ("a {c} {s}", "a {c} {s}", "a photo of a {c} {s}", "a 3d render of a {c} {s}",
-             "a {c} {s} on a white background", "{c} {s}")
-EVAL_STEP = 0.01  # the ray step of render_truth: held-out views are rendered exactly as the evaluator's truth
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,7 @@ class ClipTrainConfig:
     batch: int = opt(512, "views per contrastive batch", ge=2)
     buffer: int = opt(4000, "rendered views in the ring buffer that batches are drawn from (rounded up to a "
                             "multiple of 25)", ge=25)
-    fresh: int = opt(64, "new views rendered per step (one caption a step, round robin), replacing the oldest",
-                     ge=0)
+    fresh: int = opt(64, "new views rendered per step (one world sample a step), replacing the oldest", ge=0)
     lr: float = opt(1e-3, "AdamW peak learning rate", gt=0.0)
     weight_decay: float = opt(0.05, "AdamW weight decay of matrices (none on gains, biases, embeddings)", ge=0.0)
     warmup: float = opt(0.05, "fraction of the time budget spent in linear warm-up", ge=0.0, lt=1.0)
@@ -66,50 +64,26 @@ class ClipTrainConfig:
     monitor_per_caption: int = opt(8, "views per caption of the fixed monitor set checked during training", ge=1)
     monitor_every: float = opt(20.0, "seconds between monitor accuracy checks", gt=0.0)
     eval_per_caption: int = opt(40, "fresh held-out views per caption for the final zero-shot accuracy", ge=1)
+    calibration_objects: int = opt(5, "world objects per degradation kind and amount of the calibration check", ge=1)
     log_every: int = opt(50, "steps between loss log lines", ge=1)
     render_chunk: int = opt(256, "views per render call (bounds memory)", ge=1)
     seed: int = opt(0, "seed of model init, training cameras and batches; held-out sets use seed+1 and seed+2")
 
 
-class TruthViews:
-    """Renders [n, 3, R, R] in [-1, 1] of the 25 true objects from random SJC cameras, on one device."""
-
-    def __init__(self, device: torch.device, resolution: int, chunk: int):
-        self.fields = [truth_field(c).to(device) for c in captions()]
-        self.background = Background(BACKGROUND, 3).to(device)
-        self.sampler = CameraSampler(CameraConfig(), resolution)
-        self.device, self.chunk = device, chunk
-
-    @torch.no_grad()
-    def render(self, k: int, n: int, step: float, generator: torch.Generator) -> Tensor:
-        """n views of object k (caption index) from cameras drawn with `generator` (CPU)."""
-        parts = []
-        for start in range(0, n, self.chunk):
-            cams = self.sampler.sample(min(self.chunk, n - start), generator).to(self.device)
-            parts.append(render(self.fields[k], self.background, cams, step).image.clamp(-1, 1))
-        return torch.cat(parts)
-
-    def dataset(self, per_caption: int, step: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(images [25 * per_caption, 3, R, R], caption indices [25 * per_caption]), caption-major."""
-        images = [self.render(k, per_caption, step, generator) for k in range(len(self.fields))]
-        labels = torch.arange(len(self.fields), device=self.device).repeat_interleave(per_caption)
-        return torch.cat(images), labels
-
-
 class ViewBuffer:
-    """A ring buffer of rendered views and their caption indices; new views overwrite the oldest."""
+    """A ring buffer of rendered views [N, 3, R, R] and their soft targets [N, K]; new views overwrite the oldest."""
 
-    def __init__(self, images: Tensor, labels: Tensor):
-        self.images, self.labels, self.ptr = images, labels, 0
+    def __init__(self, images: Tensor, targets: Tensor):
+        self.images, self.targets, self.ptr = images, targets, 0
 
-    def replace(self, images: Tensor, labels: Tensor) -> None:
+    def replace(self, images: Tensor, targets: Tensor) -> None:
         idx = (self.ptr + torch.arange(len(images), device=images.device)) % len(self.images)
-        self.images[idx], self.labels[idx] = images, labels
+        self.images[idx], self.targets[idx] = images, targets
         self.ptr = int((self.ptr + len(images)) % len(self.images))
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         idx = torch.randint(len(self.images), (n,), generator=generator, device=self.images.device)
-        return self.images[idx], self.labels[idx]
+        return self.images[idx], self.targets[idx]
 
 
 def augment(x: Tensor, generator: torch.Generator) -> Tensor:
@@ -130,18 +104,17 @@ def augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return (x + noise).clamp(-1, 1)
 
 
-def multi_positive_clip_loss(img: Tensor, txt: Tensor, labels: Tensor, logit_scale: Tensor) -> Tensor:
-    """Symmetric InfoNCE of unit embeddings img, txt [B, D] where all same-label pairs are positives."""
-    logits = logit_scale * img @ txt.T
-    pos = (labels[:, None] == labels[None, :]).float()
-    target = pos / pos.sum(1, keepdim=True)  # symmetric, so it serves both directions
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+def soft_bank_loss(img: Tensor, txt: Tensor, targets: Tensor, logit_scale: Tensor) -> Tensor:
+    """-sum_k t_k log softmax_k(s <img, txt_k>), averaged over the batch: unit embeddings img [B, D] and
+    txt [K, D], soft targets [B, K] (rows sum to 1)."""
+    logp = F.log_softmax(logit_scale * img @ txt.T, dim=-1)
+    return -(targets * logp).sum(-1).mean()
 
 
-def caption_tokens(tokenizer, device: torch.device) -> Tensor:
-    """Tokens [25, T, L] of every caption under every template (template t of caption k at [k, t])."""
-    texts = [t.format(c=c, s=s) for s, c in map(parse, captions()) for t in TEMPLATES]
-    return tokenizer(texts).view(len(captions()), len(TEMPLATES), -1).to(device)
+def bank_tokens(tokenizer, device: torch.device) -> Tensor:
+    """Tokens [K, T, L] of every bank caption under every template (template t of caption k at [k, t])."""
+    names = bank()
+    return tokenizer([t.format(c) for c in names for t in TEMPLATES]).view(len(names), len(TEMPLATES), -1).to(device)
 
 
 def make_optimizer(model, cfg: ClipTrainConfig) -> torch.optim.AdamW:
@@ -162,13 +135,14 @@ def lr_at(frac: float, cfg: ClipTrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - cfg.warmup) / (1 - cfg.warmup))))
 
 
-def train_step(model, optimizer, images: Tensor, tokens: Tensor, labels: Tensor, amp: bool) -> Tensor:
-    """One AdamW step of the multi-positive CLIP loss; returns the loss (a 0-d tensor, not synchronised)."""
+def train_step(model, optimizer, images: Tensor, tokens: Tensor, targets: Tensor, amp: bool) -> Tensor:
+    """One AdamW step of the soft bank loss (tokens [K, L]: one template per bank caption); returns the loss (a
+    0-d tensor, not synchronised)."""
     inputs = clip_model.image_input(model, images)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         img = model.encode_image(inputs, normalize=True)
         txt = model.encode_text(tokens, normalize=True)
-        loss = multi_positive_clip_loss(img.float(), txt.float(), labels, model.logit_scale.exp().float())
+        loss = soft_bank_loss(img.float(), txt.float(), targets, model.logit_scale.exp().float())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -193,17 +167,20 @@ class TrainState:
 
     steps: int = 0
     losses: list = dataclasses.field(default_factory=list)  # (step, seconds, loss, loss floor of the batch)
+    samples: int = 0  # world samples rendered into the buffer
     monitor: list = dataclasses.field(default_factory=list)  # (step, seconds, accuracy)
     views_rendered: int = 0
 
 
-def train_loop(model, tokenizer, views: TruthViews, buffer: ViewBuffer, monitor: tuple[Tensor, Tensor],
+def train_loop(model, tokenizer, views: WorldRenderer, buffer: ViewBuffer, monitor: tuple[Tensor, Tensor],
                cfg: ClipTrainConfig, generators: tuple[torch.Generator, torch.Generator]) -> TrainState:
-    """Train for cfg.seconds of wall time; cam_gen (CPU) draws cameras, dev_gen batches and augmentation."""
+    """Train for cfg.seconds of wall time; cam_gen (CPU) draws samples and cameras, dev_gen batches and
+    augmentation."""
     cam_gen, dev_gen = generators
     device = buffer.images.device
     amp = device.type == "cuda"
-    tokens = caption_tokens(tokenizer, device)
+    tokens = bank_tokens(tokenizer, device)
+    rows = torch.arange(len(tokens), device=device)
     optimizer = make_optimizer(model, cfg)
     state, t0, next_monitor = TrainState(), time.time(), 0.0
     model.train()
@@ -211,43 +188,50 @@ def train_loop(model, tokenizer, views: TruthViews, buffer: ViewBuffer, monitor:
         for g in optimizer.param_groups:
             g["lr"] = lr_at(elapsed / cfg.seconds, cfg)
         refresh(views, buffer, state, cfg, cam_gen)
-        images, labels = buffer.sample(cfg.batch, dev_gen)
+        images, targets = buffer.sample(cfg.batch, dev_gen)
         images = augment(images.float(), dev_gen) if cfg.augment else images.float()
-        template = torch.randint(len(TEMPLATES), (cfg.batch,), generator=dev_gen, device=device)
-        loss = train_step(model, optimizer, images, tokens[labels, template], labels, amp)
+        template = torch.randint(len(TEMPLATES), (len(tokens),), generator=dev_gen, device=device)
+        loss = train_step(model, optimizer, images, tokens[rows, template], targets, amp)
         state.steps += 1
         if state.steps % cfg.log_every == 0:
-            record_loss(state, model, loss, labels, time.time() - t0)
+            record_loss(state, model, loss, targets, time.time() - t0)
         if elapsed >= next_monitor:
             state.monitor.append((state.steps, elapsed, accuracy(model, tokenizer, *monitor)))
             print(f"step {state.steps} t={elapsed:.0f}s monitor accuracy {state.monitor[-1][2]:.3f}", flush=True)
             next_monitor = elapsed + cfg.monitor_every
     if state.steps % cfg.log_every:  # the last step's loss is always in the log
-        record_loss(state, model, loss, labels, time.time() - t0)
+        record_loss(state, model, loss, targets, time.time() - t0)
     state.monitor.append((state.steps, time.time() - t0, accuracy(model, tokenizer, *monitor)))
     return state
 
 
-def refresh(views: TruthViews, buffer: ViewBuffer, state: TrainState, cfg: ClipTrainConfig,
+def sample_views(views: WorldRenderer, n: int, step: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """n views of one new world sample and their targets [n, K]."""
+    sample = draw(generator)
+    images = views.render(sample, n, step, generator)
+    return images, target(sample, bank()).to(images.device).expand(n, -1)
+
+
+def refresh(views: WorldRenderer, buffer: ViewBuffer, state: TrainState, cfg: ClipTrainConfig,
             generator: torch.Generator) -> None:
-    """Render cfg.fresh new views of the next caption (round robin) into the buffer."""
+    """Render cfg.fresh new views of one new world sample into the buffer."""
     if cfg.fresh == 0:
         return
-    k = state.steps % len(views.fields)
-    images = views.render(k, cfg.fresh, cfg.render_step, generator)
-    buffer.replace(images.to(buffer.images.dtype), torch.full((cfg.fresh,), k, device=images.device))
+    images, targets = sample_views(views, cfg.fresh, cfg.render_step, generator)
+    buffer.replace(images.to(buffer.images.dtype), targets)
     state.views_rendered += cfg.fresh
+    state.samples += 1
 
 
-def loss_floor(labels: Tensor) -> float:
-    """The smallest possible multi-positive loss of a batch: mean over rows of log(#same-label entries)."""
-    counts = (labels[:, None] == labels[None, :]).sum(1).float()
-    return float(counts.log().mean())
+def loss_floor(targets: Tensor) -> float:
+    """The smallest possible loss of a batch: the mean entropy of its soft targets [B, K]."""
+    t = targets.float()
+    return float(-(t * t.clamp_min(1e-12).log()).sum(-1).mean())
 
 
-def record_loss(state: TrainState, model, loss: Tensor, labels: Tensor, seconds: float) -> None:
+def record_loss(state: TrainState, model, loss: Tensor, targets: Tensor, seconds: float) -> None:
     """Append (step, seconds, loss, floor) and print it with the learnt logit scale."""
-    loss, floor, scale = float(loss), loss_floor(labels), model.logit_scale.detach().exp().item()
+    loss, floor, scale = float(loss), loss_floor(targets), model.logit_scale.detach().exp().item()
     state.losses.append((state.steps, seconds, loss, floor))
     print(f"step {state.steps} t={seconds:.0f}s loss {loss:.4f} (floor {floor:.3f}) logit scale {scale:.1f}",
           flush=True)
@@ -267,114 +251,10 @@ def save_checkpoint(model, out: Path) -> Path:
     return path
 
 
-@torch.no_grad()
-def held_out_report(checkpoint: Path, views: TruthViews, cfg: ClipTrainConfig) -> dict:
-    """Zero-shot accuracy of the reloaded checkpoint on fresh renders (seed + 2, ray step 0.01)."""
-    model, _, tokenizer = clip_model.load_toy_clip(views.device, checkpoint)
-    gen = torch.Generator().manual_seed(cfg.seed + 2)
-    images, labels = views.dataset(cfg.eval_per_caption, EVAL_STEP, gen)
-    pred = clip_model.zero_shot_predict(model, tokenizer, images, captions())
-    names = [parse(c) for c in captions()]
-    per_caption = {c: float((pred[labels == k] == k).float().mean()) for k, c in enumerate(captions())}
-    return {"views": len(labels), "views_per_caption": cfg.eval_per_caption, "camera_seed": cfg.seed + 2,
-            "ray_step": EVAL_STEP, "accuracy": float((pred == labels).float().mean()),
-            "shape_accuracy": _part_accuracy(pred, labels, [n[0] for n in names]),
-            "colour_accuracy": _part_accuracy(pred, labels, [n[1] for n in names]),
-            "per_caption": per_caption}
-
-
-def _part_accuracy(pred: Tensor, labels: Tensor, part: list[str]) -> float:
-    """Accuracy of one attribute (shape or colour) of the predicted caption."""
-    return sum(part[p] == part[t] for p, t in zip(pred.tolist(), labels.tolist())) / len(labels)
-
-
-def plot_curves(state: TrainState, path: Path) -> None:
-    """Loss (log scale) and monitor accuracy against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.plot([x[0] for x in state.losses], [max(x[2] - x[3], 1e-4) for x in state.losses], color="tab:blue",
-            label="loss - floor")
-    ax.set(xlabel="step", ylabel="CLIP loss above its floor", yscale="log", title="toy CLIP training")
-    acc = ax.twinx()
-    acc.plot([x[0] for x in state.monitor], [x[2] for x in state.monitor], "o-", color="tab:orange",
-             label="monitor zero-shot accuracy")
-    acc.set(ylabel="zero-shot accuracy (25 captions)", ylim=(0, 1.02))
-    lines = ax.get_lines() + acc.get_lines()
-    ax.legend(lines, [line.get_label() for line in lines], loc="center left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def model_summary(model) -> dict:
-    """Parameter counts and the architecture config."""
-    config = json.loads((clip_model.TOY_CLIP_DIR / clip_model.CONFIG_FILE).read_text())
-    total = sum(p.numel() for p in model.parameters())
-    visual = sum(p.numel() for p in model.visual.parameters())
-    return {"name": clip_model.TOY_CLIP_NAME, "config": config, "parameters": total, "visual_parameters": visual,
-            "text_parameters": total - visual, "tokenizer": "open_clip SimpleTokenizer (BPE, vocab 49408)"}
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
-def build_log(cfg: ClipTrainConfig, state: TrainState, model, device: torch.device, times: dict,
-              report: dict, checkpoint: Path) -> dict:
-    """Everything the weights README needs, as one JSON-able dict."""
-    import open_clip
-
-    tail = [x[2] for x in state.losses[-10:]]
-    excess = [x[2] - x[3] for x in state.losses[-10:]]
-    return {
-        "data": {"objects": len(captions()), "captions": captions(), "templates": list(TEMPLATES),
-                 "resolution": cfg.resolution, "train_ray_step": cfg.render_step,
-                 "cameras": to_dict(CameraConfig()), "background": to_dict(BACKGROUND),
-                 "augmentation": cfg.augment, "views_rendered": state.views_rendered + buffer_size(cfg)},
-        "architecture": model_summary(model),
-        "training": {"config": to_dict(cfg), "steps": state.steps, "images_seen": state.steps * cfg.batch,
-                     "device": device_name(device), "torch": torch.__version__, "open_clip": open_clip.__version__,
-                     "steps_per_second": state.steps / max(times["train_seconds"], 1e-9), **times,
-                     "final_loss_mean_last_10_logs": sum(tail) / max(len(tail), 1),
-                     "final_loss_above_floor_mean_last_10_logs": sum(excess) / max(len(excess), 1)},
-        "losses": state.losses, "monitor_accuracy": state.monitor,
-        "held_out": report,
-        "checkpoint": {"file": checkpoint.name, "bytes": checkpoint.stat().st_size, "dtype": "float16"},
-    }
-
-
-def markdown(log: dict) -> str:
-    """A short human summary of the training log."""
-    a, t, h = log["architecture"], log["training"], log["held_out"]
-    worst = sorted(h["per_caption"].items(), key=lambda kv: kv[1])[:5]
-    lines = [
-        "# toy CLIP training log", "",
-        f"- data: {log['data']['objects']} toy objects x {len(log['data']['templates'])} caption templates, "
-        f"rendered on the fly at {log['data']['resolution']}x{log['data']['resolution']} (ray step "
-        f"{log['data']['train_ray_step']}) from the SJC camera distribution on a white background; "
-        f"{log['data']['views_rendered']} views rendered",
-        f"- architecture: open_clip '{a['name']}', {a['parameters']:,} parameters (vision {a['visual_parameters']:,}, "
-        f"text {a['text_parameters']:,}); {a['tokenizer']}",
-        f"- training: {t['steps']} steps of batch {t['config']['batch']} in {t['train_seconds']:.0f} s on "
-        f"{t['device']} (setup {t['setup_seconds']:.0f} s; torch {t['torch']}, open_clip {t['open_clip']})",
-        f"- final loss (mean of the last 10 logged): {t['final_loss_mean_last_10_logs']:.4f}, "
-        f"{t['final_loss_above_floor_mean_last_10_logs']:.4f} above its floor (log #positives per row)",
-        f"- held-out zero-shot accuracy over all 25 captions: **{h['accuracy']:.3f}** on {h['views']} fresh renders "
-        f"(camera seed {h['camera_seed']}, ray step {h['ray_step']}); shape {h['shape_accuracy']:.3f}, "
-        f"colour {h['colour_accuracy']:.3f}",
-        "- lowest per-caption accuracies: " + ", ".join(f"{c} {v:.2f}" for c, v in worst),
-        f"- checkpoint: {log['checkpoint']['file']}, {log['checkpoint']['bytes'] / 1e6:.2f} MB (fp16 safetensors)",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def buffer_size(cfg: ClipTrainConfig) -> int:
-    """cfg.buffer rounded up to a multiple of 25, so every object has as many buffered views."""
-    return math.ceil(cfg.buffer / len(captions())) * len(captions())
+    """cfg.buffer rounded up to a multiple of `fresh` (whole samples)."""
+    per = max(cfg.fresh, 1)
+    return math.ceil(cfg.buffer / per) * per
 
 
 def setup(cfg: ClipTrainConfig, device: torch.device):
@@ -384,12 +264,14 @@ def setup(cfg: ClipTrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)  # open_clip initialises weights from the global generator
     model, _, _ = clip_model.create_toy_clip(device)
     tokenizer = open_clip.get_tokenizer(clip_model.TOY_CLIP_NAME)
-    views = TruthViews(device, cfg.resolution, cfg.render_chunk)
+    views = WorldRenderer(device, cfg.resolution, cfg.render_chunk)
     cam_gen = torch.Generator().manual_seed(cfg.seed)
     dev_gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    images, labels = views.dataset(buffer_size(cfg) // len(captions()), cfg.render_step, cam_gen)
-    buffer = ViewBuffer(images, labels)
-    monitor = views.dataset(cfg.monitor_per_caption, EVAL_STEP, torch.Generator().manual_seed(cfg.seed + 1))
+    parts = [sample_views(views, max(cfg.fresh, 1), cfg.render_step, cam_gen)
+             for _ in range(buffer_size(cfg) // max(cfg.fresh, 1))]
+    buffer = ViewBuffer(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    monitor = TruthViews(device, cfg.resolution, cfg.render_chunk).dataset(
+        cfg.monitor_per_caption, EVAL_STEP, torch.Generator().manual_seed(cfg.seed + 1))
     return model, tokenizer, views, buffer, monitor, (cam_gen, dev_gen)
 
 
@@ -405,9 +287,9 @@ def train(cfg: ClipTrainConfig, out: Path, device: str | torch.device) -> dict:
     train_seconds = time.time() - t1
     checkpoint = save_checkpoint(model, out)
     t2 = time.time()
-    report = held_out_report(checkpoint, views, cfg)
+    report = held_out_report(checkpoint, device, cfg)
     times = {"setup_seconds": setup_seconds, "train_seconds": train_seconds, "eval_seconds": time.time() - t2}
-    log = build_log(cfg, state, model, device, times, report, checkpoint)
+    log = build_log(cfg, state, model, device, times, report, checkpoint, buffer_size(cfg))
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
     (out / "training_log.md").write_text(markdown(log))
     plot_curves(state, out / "loss.png")
