@@ -116,11 +116,23 @@ def make_model(denoiser, size: Size, device: torch.device, weight: float = 100.0
     return Model(CFGDenoiser(denoiser, weight), text, None, f"{size.name}-random", device)
 
 
-def run_config(size: Size, seed: int) -> RunConfig:
-    """The official SJC settings (dataclass defaults) at this size, for scene number `seed`."""
+def run_config(size: Size, seed: int, **render) -> RunConfig:
+    """The official SJC settings (dataclass defaults) at this size, for scene number `seed`; `render` overrides
+    RenderConfig fields (samples, fuse)."""
     data = {"model": {"name": f"{size.name}-random"}, "prompt": {"text": PROMPT}, "seed": seed,
             "output": {"progress": False}, **size.run}
+    data["render"] = {**data.get("render", {}), **render}
     return from_dict(RunConfig, data)
+
+
+def sphere_field(field, radius: float = 0.5, inside: float = 5.0, outside: float = -10.0) -> None:
+    """Set a VoxelField's raw density to a solid sphere (a converged run's field: empty space at raw -10 has
+    weights ~1e-7, below the official 1e-4 colour threshold); features stay as they are."""
+    n, half = field.grid.shape[-1], field.bbox_len
+    axis = torch.linspace(-half, half, n, device=field.grid.device)
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    with torch.no_grad():
+        field.grid[0, 0] = torch.where((x * x + y * y + z * z).sqrt() < radius, inside, outside)
 
 
 def _vae_config(size: Size) -> dict:

@@ -86,19 +86,21 @@ def test_ray_box_hits_and_misses():
 
 
 class RenderedScene(nn.Module):
-    def __init__(self, field: VoxelField, background: Background):
+    def __init__(self, field: VoxelField, background: Background, samples: str = "all"):
         super().__init__()
-        self.field, self.background = field, background
+        self.field, self.background, self.samples = field, background, samples
 
     def forward(self, cams: Cameras, step: float):
-        out = render(self.field, self.background, cams, step)
-        return out.image, out.depth, out.opacity
+        out = render(self.field, self.background, cams, step, self.samples)
+        return out.image, out.depth, out.opacity, out.weights
 
 
-def test_render_gradcheck_float64():
+@pytest.mark.parametrize("samples", ["all", "inside"])
+def test_render_gradcheck_float64(samples):
+    """Every sample rule with exact gradients (`inside`: packed prefix sums and their hand-written backward)."""
     gen = torch.Generator().manual_seed(0)
     field = VoxelField(FieldConfig(grid_size=4, density_shift=0.0, feature_activation="tanh"), 2, gen).double()
-    scene = RenderedScene(field, Background(BackgroundConfig(texture_hw=2), 2).double())
+    scene = RenderedScene(field, Background(BackgroundConfig(texture_hw=2), 2).double(), samples)
     base = orbit(torch.tensor([20.0]), torch.tensor([25.0]), torch.tensor([2.0]), torch.tensor([50.0]), 2, 2)
     cams = Cameras(base.c2w.double(), base.fov.double(), base.azimuth, base.elevation, 2, 2)
     grid = (torch.randn(1, 3, 4, 4, 4, generator=gen, dtype=torch.float64) * 1.5).requires_grad_(True)

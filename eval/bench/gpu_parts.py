@@ -1,0 +1,136 @@
+"""The parts of an SJC step outside the UNet, each timed alone, and FP8 against fp16 at the UNet call: the GPU
+bench's evidence for the engine's render, optimiser and precision defaults.
+
+- render: forward + backward of the engine's loss form (<u, image> + lambda mean log(1 + 10 w)) for each
+  RenderConfig.samples rule (all / inside / visible) and fuse, at K = 1 and K = max, on fresh fields (every
+  sample visible) and on sphere fields (a converged run's: empty space below the 1e-4 colour threshold), with
+  the fractions of samples inside the box and visible;
+- adamax: K scenes' optimiser steps one by one against grouped (optim/adamax.py);
+- stack: what concatenating the K grids costs per step (the renderer does it once per step);
+- fp8: agreement of the float8-linear denoiser with eager fp32 and the UNet call's time against fp16.
+"""
+import copy
+
+import torch
+from bench_timing import bench_ms, guarded, release
+from gpu_variants import agreement
+from sd_standin import make_denoiser, run_config, sphere_field
+
+from sjc_dist.diffusion.denoiser import Cond
+from sjc_dist.diffusion.fast import FastConfig
+from sjc_dist.optim.adamax import Adamax, together
+from sjc_dist.scene.render import n_samples, ray_box
+from sjc_dist.scene.scenes import VoxelScene, render_scenes
+
+CELLS = [("fresh", "all", "none"), ("fresh", "inside", "none"), ("fresh", "visible", "none"),
+         ("sphere", "all", "none"), ("sphere", "inside", "none"), ("sphere", "visible", "none"),
+         ("sphere", "all", "compile"), ("sphere", "inside", "compile")]
+
+
+def scenes_for(size, k: int, state: str, samples: str, fuse: str, device) -> list[VoxelScene]:
+    cfg, gen = run_config(size, 0), torch.Generator().manual_seed(0)
+    res = size.unet["sample_size"]
+    out = []
+    for _ in range(k):
+        sc = VoxelScene(cfg.field, cfg.background, cfg.camera, 4, res, cfg.render.step, gen, samples, fuse)
+        sc.to(device)
+        if state == "sphere":
+            sphere_field(sc.field)
+        out.append(sc)
+    return out
+
+
+def render_step(scenes: list[VoxelScene], cams: list, u: torch.Tensor):
+    """One render of every scene, forward and backward, with the engine's loss form."""
+    for sc in scenes:
+        for p in sc.parameters():
+            p.grad = None
+    outs = render_scenes(scenes, cams)
+    loss = sum((o.image * uk).sum() + 1e4 * torch.log1p(10 * o.weights).mean() for o, uk in zip(outs, u))
+    loss.backward()
+
+
+def sample_fractions(scenes: list[VoxelScene], cams: list) -> dict:
+    """Fractions of all K*B*R*S samples inside the box and with weight > 1e-4 (from the dense weights)."""
+    with torch.no_grad():
+        outs = render_scenes(scenes, cams)
+        o, d = cams[0].to(scenes[0].field.grid.device).rays()
+        t_in, t_out = ray_box(o, d, scenes[0].field.bbox_len)
+        s = n_samples(scenes[0].field.bbox_len, scenes[0].step)
+        inside = float(((t_out - t_in) / scenes[0].step).clamp(0, s).sum() / (t_in.numel() * s))
+        visible = sum(float((x.weights > 1e-4).float().mean()) for x in outs) / len(outs)
+    return {"inside_first_view": inside, "visible": visible}
+
+
+def render_cell(size, k: int, state: str, samples: str, fuse: str, device) -> dict:
+    scenes = scenes_for(size, k, state, samples, fuse, device)
+    gen = torch.Generator().manual_seed(1)
+    cams = [sc.cameras.sample(1, gen).to(device) for sc in scenes]
+    u = torch.randn(k, 1, 4, size.unet["sample_size"], size.unet["sample_size"], device=device)
+    row = {"k": k, "state": state, "samples": samples, "fuse": fuse, **bench_ms(lambda: render_step(scenes, cams, u),
+                                                                                   device)}
+    if samples == "all" and fuse == "none":
+        row.update(sample_fractions(scenes, cams))
+    return row
+
+
+def render_parts(size, ks: list[int], device, clock, log, reserve: float = 20.0) -> list[dict]:
+    """Every CELLS entry at each K (the budget cuts the tail; compiled cells compile their shading first)."""
+    rows = []
+    for k in ks:
+        for state, samples, fuse in CELLS:
+            if fuse == "compile" and device.type != "cuda":
+                continue
+            if clock.left() < reserve:
+                rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, "skipped": "budget"})
+                continue
+            row = guarded(lambda: render_cell(size, k, state, samples, fuse, device))
+            rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, **row})
+            log(f"    render K={k} {state} {samples} fuse={fuse}: {row.get('ms', row.get('error'))}")
+            release(device)
+    return rows
+
+
+def adamax_part(size, k: int, device) -> dict:
+    """K scenes' Adamax steps on 100^3 grids: one optimiser after another vs grouped (one foreach call)."""
+    scenes = scenes_for(size, k, "fresh", "all", "none", device)
+    opts = [Adamax(sc.param_groups(0.05, 1e-4)) for sc in scenes]
+    for sc in scenes:
+        for p in sc.parameters():
+            p.grad = torch.randn_like(p) if p.requires_grad else None
+
+    def grouped():
+        with together():
+            for opt in opts:
+                opt.step()
+
+    return {"k": k, "each": bench_ms(lambda: [opt.step() for opt in opts], device), "grouped": bench_ms(grouped, device)}
+
+
+def stack_part(size, k: int, device) -> dict:
+    """torch.cat of K grids [1, 5, N, N, N], what keeping them stacked would save per step."""
+    grids = [sc.field.grid.detach() for sc in scenes_for(size, k, "fresh", "all", "none", device)]
+    return {"k": k, "bytes": sum(g.numel() * g.element_size() for g in grids),
+            **bench_ms(lambda: torch.cat(grids), device)}
+
+
+def fp8_part(master, size, device, images: tuple[int, ...], cpu_fallback: bool = True) -> dict:
+    """Agreement with eager fp32 and the UNet call time (CUDA graphs, no compile) of fp16 vs float8 linears."""
+    out = {}
+    for name, fp8 in (("float16", False), ("fp8", True)):
+        den = make_denoiser(copy.deepcopy(master), "float16", FastConfig(fp8=fp8), cpu_fallback=cpu_fallback)
+        out[name] = {"agreement": guarded(lambda: agreement(den, master, size, device, 3))}
+        for n in images:
+            out[name][f"ms_{n}"] = guarded(lambda: unet_call_ms(den, size, device, n))
+        del den
+        release(device)
+    return out
+
+
+def unet_call_ms(den, size, device, n: int) -> dict:
+    gen = torch.Generator(device).manual_seed(2)
+    cfg = den.unet.config
+    x = torch.randn(n, cfg.in_channels, cfg.sample_size, cfg.sample_size, generator=gen, device=device)
+    sigma = torch.full((n,), 3.0, device=device)
+    cond = Cond(context=torch.randn(n, size.context_len, size.context_dim, generator=gen, device=device))
+    return bench_ms(lambda: den(x, sigma, cond), device)
