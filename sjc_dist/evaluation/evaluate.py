@@ -55,7 +55,7 @@ class EvalConfig:
     distractors: str = opt("auto", "fixed distractor prompts of the CLIP signals: auto (toy for toy-world captions, "
                                    "else coco153), toy, coco153 or a prompt file")
     fit: bool = opt(True, "compute the denoiser fit of the guiding model (fit) and of the judge model (judge_fit)")
-    fit_views: int = opt(8, "fixed views the denoiser fits are computed on", ge=1, le=64)
+    fit_views: int = opt(4, "fixed views the denoiser fits are computed on (the live scorer's 4)", ge=1, le=64)
     judge_model: str = opt("auto", "independent diffusion model of judge_fit: auto (toy-judge for the toy world, "
                                    "none otherwise), none, or a model name / diffusers folder")
     batch_runs: int = opt(8, "runs whose views are embedded together (one judge pass for all their views)", ge=1)

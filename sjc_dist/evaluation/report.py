@@ -60,8 +60,10 @@ def agreement_cell(p: dict, agreements: dict[MetricKey, Agreement]) -> str:
     if p["judge"] == "truth":
         return "truth"
     a = agreements.get(MetricKey(p["judge"], p["metric"]))
-    if a is None or not math.isfinite(a.rho):
+    if a is None:
         return "not measured (no truth)"
+    if not math.isfinite(a.rho):
+        return "not measured (fewer than 3 results per prompt)"
     return f"{fmt(a.rho)} [{fmt(a.rho_low)}, {fmt(a.rho_high)}]"
 
 
