@@ -4,10 +4,11 @@ the results written as a Parquet table, the report built, and everything logged 
 Generation: one Ray task per group of jobs that share a model (evaluation.benchmark.batch_groups); inside a
 task the group steps together in a SceneBatch. Evaluation: the finished run folders cut into one chunk per CPU,
 one task per chunk, each loading its judges once. Tasks take 1 CPU (and `gpus_per_task` GPUs). The driver only
-plans, collects and writes. MLflow: the tracking URI is $MLFLOW_TRACKING_URI, else a SQLite store in the out
-folder (artifacts beside it); one run per benchmark with its settings as params, the report's headline numbers
-as metrics, and the report folder and Parquet table as artifacts. This is the only module of the benchmark
-that imports Ray, MLflow or pandas.
+plans, collects and writes. MLflow (mlflow_uri.py): `mlflow_uri`, else $MLFLOW_TRACKING_URI, else a SQLite store
+in the out folder (artifacts beside it); one run per benchmark with its settings as params, the report's
+headline numbers as metrics, and the report folder and Parquet table as artifacts. `mlflow_uri="none"`, or a
+machine without mlflow, logs nothing and changes nothing else. This is the only module of the benchmark that
+imports Ray, MLflow or pandas.
 """
 import dataclasses
 import math
@@ -17,13 +18,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import SJCError
 from ..evaluation.batch_runs import RunOutcome, run_group
 from ..evaluation.benchmark import BenchJob, batch_groups, plan_jobs
 from ..evaluation.evaluate import EvalConfig, evaluate_runs
 from ..evaluation.judges import JudgeNotFoundError, check_available, load_judge, parse_judges
 from ..evaluation.report import Report, ReportMeta, build_report
 from ..evaluation.truth import is_toy_caption
-from ..errors import SJCError
+from .mlflow_uri import resolve_uri
 
 EXPERIMENT = "sjc-bench"
 
@@ -50,6 +52,7 @@ class BenchSpec:
     gpus_per_task: float = 0.0
     max_batch: int = 8
     command: str = ""
+    mlflow_uri: str | None = None  # None: $MLFLOW_TRACKING_URI or out/mlflow.db; "none": no tracking
 
 
 @dataclass
@@ -63,6 +66,7 @@ class BenchResult:
     tracking_uri: str
     outcomes: list[RunOutcome]
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
 
 # --- task bodies (plain functions: run in-process or as Ray tasks) ----------------------------------------
@@ -189,10 +193,6 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def tracking_uri(out: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
-
-
 def log_to_mlflow(uri: str, out: Path, params: dict, metrics: dict[str, float], report_dir: Path, parquet: Path,
                   run_name: str) -> str:
     """One MLflow run: params, the report's metrics, the report folder and the table as artifacts."""
@@ -233,6 +233,7 @@ def failure_notes(outcomes: list[RunOutcome]) -> list[str]:
 def run_benchmark(spec: BenchSpec) -> BenchResult:
     """Plan, generate (batched, on Ray), evaluate, write Parquet + report, log to MLflow."""
     out = Path(spec.out).resolve()
+    resolve_uri(spec.mlflow_uri, out)  # a URI that cannot be used fails here, before any compute
     jobs = plan_jobs(list(spec.prompts), list(spec.methods), list(spec.seeds), out, spec.preset, spec.sets)
     check_judges(spec.judges)
     start = time.perf_counter()
@@ -258,8 +259,8 @@ def run_benchmark(spec: BenchSpec) -> BenchResult:
     meta = ReportMeta(command=spec.command, settings={k: str(v) for k, v in params.items()}, warnings=warn)
     report = build_report(rows, out / "report", meta)
     timings["report_s"] = time.perf_counter() - t2
-    uri = tracking_uri(out)
+    uri, note = resolve_uri(spec.mlflow_uri, out)
     metrics = {**report.metrics, **{f"time/{k}": v for k, v in timings.items()}}
     run_id = log_to_mlflow(uri, out, params, metrics, report.html.parent, parquet,
-                           f"bench-{Path(spec.prompts_source).stem}")
-    return BenchResult(out, parquet, report, run_id, uri, outcomes, timings)
+                           f"bench-{Path(spec.prompts_source).stem}") if uri else ""
+    return BenchResult(out, parquet, report, run_id, uri, outcomes, timings, note)

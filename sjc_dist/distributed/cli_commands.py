@@ -42,7 +42,8 @@ def _sweep_parser(sub) -> None:
     p.add_argument("--address", help="Ray cluster address ('auto', HOST:PORT, ray://HOST:10001); default: local")
     p.add_argument("--storage", help="Tune storage: a shared path or URI (s3://, gs://) for cluster runs")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else a SQLite store "
-                                        "in the sweep folder)")
+                                        "in the sweep folder); 'none': no tracking (also the default where mlflow "
+                                        "is not installed)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
     p.add_argument("--pool", help="name a worker pool shared by sweeps (workers found alive are reused)")
     p.add_argument("--keep-workers", action="store_true", help="leave the workers (and their loaded models) "
@@ -72,6 +73,7 @@ def _results_parser(sub) -> None:
 def sweep_command(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from .spec import load_sweep
+    from .summary import headline
     from .sweep import SweepOptions, load_for_resume, run_sweep
 
     if isinstance(args.resume, str) or (args.resume and args.spec and Path(args.spec).is_dir()):
@@ -86,13 +88,12 @@ def sweep_command(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(spec)
     outcome = run_sweep(spec, opts, resume=bool(args.resume))
-    print(f"\nranked by {outcome.metric} ({len(outcome.rows)} trials, {outcome.seconds:.1f} s, "
-          f"{len(outcome.workers)} worker(s), {outcome.model_loads} model load(s)):")
-    print(outcome.ranking)
+    print("\n" + headline(outcome))
     if outcome.interrupted:
         print(f"sweep interrupted: continue it with  sjc sweep --resume {outcome.sweep_dir}", file=sys.stderr)
     print(json.dumps({"sweep_dir": str(outcome.sweep_dir), "results": str(outcome.table),
-                      "mlflow_uri": outcome.mlflow_uri, "parent_run_id": outcome.parent_run_id}))
+                      "best_dir": outcome.summary.get("best_dir", ""), "mlflow_uri": outcome.mlflow_uri,
+                      "parent_run_id": outcome.parent_run_id, "runs_url": outcome.runs_url}))
     return 0
 
 

@@ -8,9 +8,11 @@ actor, so two trials can never overbook a worker. A worker found dead (killed, n
 the same name by whichever trial notices first (`get_if_exists`), so a killed worker's trials resume from
 their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
 """
+import json
 import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import ray
 
@@ -71,7 +73,7 @@ def start(spec: PoolSpec, models: list[str]) -> list:
 
 
 def _placements(spec: PoolSpec, model: str) -> list[tuple]:
-    """(load, other node?, index, handle) of each live worker; dead ones are skipped (recreated next time)."""
+    """(load, other node?, index, name, handle) of each live worker; dead ones are skipped (recreated next time)."""
     here = ray.get_runtime_context().get_node_id()
     out = []
     for i, name in enumerate(spec.names(model)):
@@ -80,19 +82,18 @@ def _placements(spec: PoolSpec, model: str) -> list[tuple]:
             p = ray.get(handle.placement.remote(), timeout=600)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
             continue
-        out.append((p["load"] / p["max"], p["node"] != here, i, handle))
+        out.append((p["load"] / p["max"], p["node"] != here, i, name, handle))
     return sorted(out, key=lambda t: t[:3])
 
 
 def acquire(spec: PoolSpec, model: str, open_call, timeout: float = 3600.0, poll: float = 0.5):
-    """(handle, result of open_call(handle)) on the least loaded worker that accepts; waits while all are full.
-
-    `open_call(handle)` issues `open` or `restore` and returns its ObjectRef."""
+    """(name, handle, result of open_call(handle)) on the least loaded worker that accepts; waits while all are
+    full. `open_call(handle)` issues `open` or `restore` and returns its ObjectRef."""
     deadline = time.monotonic() + timeout
     while True:
-        for *_, handle in _placements(spec, model):
+        for *_, name, handle in _placements(spec, model):
             try:
-                return handle, ray.get(open_call(handle))
+                return name, handle, ray.get(open_call(handle))
             except WorkerFull:
                 continue
             except ray.exceptions.RayActorError:
@@ -107,15 +108,35 @@ def same_node(handle) -> bool:
 
 
 def collect_stats(spec: PoolSpec, models: list[str]) -> list[dict]:
-    """Each live worker's counters (model loads, rounds, mean batch), for the sweep summary."""
-    out = []
+    """Every worker's counters (model loads, rounds, scene-steps, mean batch), for the sweep summary: each live
+    worker's own (also written to its stats file, so they are final there), then, from the stats folder, those
+    of incarnations that died (killed, or shut down by an earlier session of a resumed sweep), marked `dead`."""
+    live = []
     for m in models:
         for name in spec.names(m):
             try:
                 handle = ray.get_actor(name, namespace=NAMESPACE)
-                out.append({"name": name, **ray.get(handle.worker_stats.remote(), timeout=60)})
+                live.append({"name": name, **ray.get(handle.worker_stats.remote(), timeout=60)})
             except (ValueError, ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                out.append({"name": name, "dead": True})
+                continue
+    for w in live:
+        if w.get("stats_path"):
+            Path(w["stats_path"]).write_text(json.dumps(w))
+    return live + dead_workers(spec, {w.get("stats_path") for w in live})
+
+
+def dead_workers(spec: PoolSpec, live_paths: set) -> list[dict]:
+    """The last counters of every other incarnation found in the pool's stats folder."""
+    folder = Path(spec.options.stats_dir) if spec.options is not None and spec.options.stats_dir else None
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        if str(path) not in live_paths:
+            try:
+                out.append({"name": path.name.split(".")[0], **json.loads(path.read_text()), "dead": True})
+            except (OSError, ValueError):
+                continue  # a file cut short by the death
     return out
 
 

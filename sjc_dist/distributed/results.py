@@ -4,9 +4,10 @@ Columns: the scalar fields of ResultRow as they are, then its dict fields flatte
 `param.<dotted key>` (the trial's whole flattened run config, as `--set` keys), `final.<metric>` (the last
 report: step metrics, scores, `eval/...`), `artifact.<name>` (absolute paths). The swept keys, the rank metric
 and its mode are stored in the Parquet schema's metadata, so `sjc results FILE` needs nothing else.
-status: ok (ran to its last step), stopped (ASHA stopped it early), failed (diverged, invalid config, or an
-error that outlived its retries; `failure` says why), interrupted (the sweep stopped first: `--resume`). Ranking: ok and stopped trials by the rank metric,
-failed ones last. Plots: the rank metric against each swept key (log axis for loguniform), one PNG each.
+status: ok (ran to its last step), stopped (ASHA stopped it early; its folder holds the run as it stood),
+failed (diverged, invalid config, or an error that outlived its retries; `failure` says why), interrupted (the
+sweep stopped first: `--resume`). Ranking: ok and stopped trials by the rank metric, failed ones last. Plots: the
+rank metric against each swept key, one PNG each, every status shown (`metric_figure`).
 """
 import dataclasses
 import json
@@ -209,33 +210,69 @@ def top_table(frame: pd.DataFrame, swept: list[str], metric: str, k: int = 10) -
     return view.to_string(float_format=lambda v: f"{v:.4g}")
 
 
+STATUS_MARKERS = (("ok", "o"), ("stopped", "s"), ("interrupted", "^"), ("failed", "x"))
+
+
 def plot_metric(frame: pd.DataFrame, swept: list[str], metric: str, out_dir: Path, log_keys=()) -> list[Path]:
-    """One PNG per swept key: the metric of every trial against that key's value."""
+    """One PNG per swept key (`<metric>_vs_<key>.png`, see `metric_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    col = metric if metric in frame else f"final.{metric}"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key in swept:
-        x, y = frame.get(f"param.{key}"), pd.to_numeric(frame.get(col), errors="coerce")
-        if x is None or y is None:
+        if f"param.{key}" not in frame:
             continue
-        fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=110)
-        for status, marker in (("ok", "o"), ("stopped", "s"), ("interrupted", "^"), ("failed", "x")):
-            m = frame["status"].eq(status) & y.replace([math.inf, -math.inf], math.nan).notna()
-            if not m.any():
-                continue
-            ax.scatter(x[m].astype(str) if x.dtype == object else x[m], y[m], marker=marker, label=status)
-        if key in log_keys:
-            ax.set_xscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        fig = metric_figure(frame, key, metric, log_keys)
         paths.append(out_dir / f"{metric.replace('/', '_')}_vs_{key}.png")
         fig.savefig(paths[-1])
         plt.close(fig)
     return paths
+
+
+def metric_figure(frame: pd.DataFrame, key: str, metric: str, log_keys=()):
+    """The metric of every trial against the key's value, one marker per status (legend: status and count).
+    When some trials lack the metric (stopped before the final evaluation), a second panel plots every trial's
+    best intermediate score (`best_metric`), so stopped trials show too. Log x axis for `log_keys` and for
+    numbers spanning more than 10x."""
+    import matplotlib.pyplot as plt
+
+    panels = [(metric, _numbers(frame, metric))]
+    if panels[0][1].isna().any() and "best_metric" in frame:
+        name = str(frame["metric"].dropna().iloc[0]) if "metric" in frame and frame["metric"].notna().any() else ""
+        panels.append((f"best {name}".strip(), _numbers(frame, "best_metric")))
+    x = frame[f"param.{key}"]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(4.5, 3.2 * len(panels)), dpi=110, squeeze=False)
+    for ax, (label, y) in zip(axes[:, 0], panels):
+        _scatter(ax, frame, x, y)
+        ax.set_ylabel(label)
+        if key in log_keys or _spans_decade(x):
+            ax.set_xscale("log")
+    axes[-1, 0].set_xlabel(key)
+    fig.tight_layout()
+    return fig
+
+
+def _numbers(frame: pd.DataFrame, name: str) -> pd.Series:
+    col = name if name in frame else f"final.{name}"
+    y = pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(math.nan, index=frame.index)
+    return y.replace([math.inf, -math.inf], math.nan)
+
+
+def _scatter(ax, frame: pd.DataFrame, x: pd.Series, y: pd.Series) -> None:
+    for status, marker in STATUS_MARKERS:
+        m = frame["status"].eq(status) & y.notna()
+        if m.any():
+            ax.scatter(x[m].astype(str) if x.dtype == object else x[m], y[m], marker=marker,
+                       label=f"{status} ({int(m.sum())})")
+    if ax.collections:
+        ax.legend(fontsize=7)
+
+
+def _spans_decade(x: pd.Series) -> bool:
+    """Positive numbers whose largest is more than 10x the smallest."""
+    v = pd.to_numeric(x, errors="coerce") if x.dtype != object else pd.Series(dtype=float)
+    v = v.dropna()
+    return len(v) > 1 and v.min() > 0 and v.max() > 10 * v.min()

@@ -138,7 +138,7 @@ def load_sweep(source: str | Path | dict, overrides: list[str] | tuple = (),
                sweep_overrides: list[str] | tuple = ()) -> SweepSpec:
     """Read and validate a sweep YAML (or dict); `overrides` (`a.b=c`) apply to the base run config,
     `sweep_overrides` to the sweep's own keys (`scheduler.grace_period=5`, `num_samples=64`)."""
-    data = dict(source) if isinstance(source, dict) else load_yaml(source)
+    data = dict(source) if isinstance(source, dict) else read_yaml(source, "spec")
     for item in sweep_overrides:
         data = set_dotted(merge({}, data), item)
     here = Path(source).resolve().parent if not isinstance(source, dict) else Path.cwd()
@@ -154,6 +154,19 @@ def load_sweep(source: str | Path | dict, overrides: list[str] | tuple = (),
     return spec
 
 
+def read_yaml(path: str | Path, field: str) -> dict:
+    """A YAML file as a dict; a syntax error is one ConfigError naming the file and the place, not a traceback."""
+    import yaml
+
+    try:
+        return load_yaml(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(field, str(path), f"valid YAML (it has a syntax error{where}: {problem})") from None
+
+
 def check_top_keys(data: dict) -> None:
     for key, value in data.items():
         if key not in TOP_KEYS:
@@ -166,7 +179,7 @@ def resolve_base(base, here: Path) -> dict:
     """A preset name / YAML path, or a mapping (optionally `preset: NAME` plus overrides), as a nested dict."""
     if isinstance(base, str):
         local = here / base
-        return load_yaml(local if local.is_file() else preset_path(base))
+        return read_yaml(local if local.is_file() else preset_path(base), "base")
     if not isinstance(base, dict):
         raise ConfigError("base", base, "a preset name, a YAML path, or a mapping of RunConfig keys")
     rest = {k: v for k, v in base.items() if k != "preset"}

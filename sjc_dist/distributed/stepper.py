@@ -11,7 +11,10 @@ the forward batch is at most max_slots x views_per_step x n_noise (x2 with CFG).
 raises WorkerFull instead of allocating. Models load once per worker and model key (every ModelConfig field;
 plus the prompt for 'empirical', whose data *is* the prompt's object); `loads` counts them.
 Errors crossing to Ray are plain-message exceptions (SlotError, WorkerFull), and a diverged scene is reported
-in its metrics (`sjc_status: failed`), never raised: Tune would otherwise retry it.
+in its metrics (`sjc_status: failed`), never raised: Tune would otherwise retry it. A round that raises fails
+only the scenes that raise when stepped alone (`step_round`); the others go on.
+Each slot keeps its trial's run folder (run_folder.py: config.json, metrics.jsonl, and at the end the outputs and
+checkpoint.pt); `stats_path` keeps a copy of the worker's counters on disk, so a dead worker is still counted.
 Device work is serialised: rounds, opening and restoring scenes, scoring, saving and the finish all hold one
 lock (`device_lock`, a DeviceLock), because the model is not safe to call from two threads at once on a GPU
 (FastDenoiser's CUDA graphs share one static memory pool, and capturing a graph forbids other threads'
@@ -24,6 +27,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,16 +37,18 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig, load_config
-from ..configtools import to_dict, to_json
+from ..configtools import to_dict
 from ..diffusion.load import Model, load_model
 from ..errors import DivergenceError, SJCError
 from ..optim.checkpoint import load_checkpoint, save_checkpoint
 from ..optim.multiscene import SceneBatch
 from ..optim.run import SJCRun
+from .run_folder import RunFolder
 from .scoring import make_scorer
 from .slot_errors import SlotError, WorkerFull
 
 TIMELINE_MAX = 4096  # timeline rows kept per worker; past it, every other row is dropped and the interval doubles
+STATS_EVERY_S = 1.0  # the stats file is rewritten at most this often between reports
 
 
 @dataclass
@@ -52,6 +58,7 @@ class Slot:
     run: SJCRun
     score: Callable
     scorer: str
+    folder: RunFolder
     todo: int = 0
     error: str = ""
     device_seconds: float = 0.0
@@ -131,14 +138,54 @@ def model_key(cfg: RunConfig) -> tuple:
     return key + (cfg.prompt.text,) if cfg.model.name == "empirical" else key
 
 
+def step_round(runs: list[SJCRun]) -> dict[int, str]:
+    """One step of every run in one SceneBatch; returns {index: error} of the runs that failed.
+
+    If the batched step raises before any run took its optimiser step (render, denoiser, losses, backward), each
+    run steps again alone, its generators rewound to before the round (a run's trajectory is the same alone or
+    batched), so an error fails only the runs that raise it alone; the others go on as if batched. An error in
+    the batched optimiser step itself (grouped across scenes, optim/adamax.py) cannot be undone for the runs
+    that took part: they fail, and the message says so. Steps in messages count from 1."""
+    rewind = [(r.step_index, r.cpu_gen.get_state(), r.noise_gen.get_state()) for r in runs]
+    try:
+        SceneBatch(runs).step_all()
+        return {}
+    except Exception as err:  # noqa: BLE001 - whose error it is is found below
+        kind, message = type(err).__name__, str(err)
+    errors = {}
+    for i, (run, (step, cpu, noise)) in enumerate(zip(runs, rewind)):
+        where = f"at step {step + 1} of {run.cfg.steps}"
+        if run.step_index != step:
+            errors[i] = f"{kind} {where}, in the optimiser step it shared with {len(runs) - 1} other(s): {message}"
+            continue
+        run.cpu_gen.set_state(cpu)
+        run.noise_gen.set_state(noise)
+        try:
+            SceneBatch([run]).step_all()
+        except Exception as err:  # noqa: BLE001 - reported in the slot's metrics, the worker goes on
+            errors[i] = f"{type(err).__name__} {where}: {err}"
+    return errors
+
+
+def divergence_text(err: DivergenceError, steps: int) -> str:
+    """The engine's message with its step counted from 1 (as sjc_step is) and without its checkpoint note (a
+    trial's checkpoints are Tune's)."""
+    text = str(err).split("; ")[0]
+    engine = f"run diverged at step {err.step}:"
+    if text.startswith(engine):
+        text = f"run diverged at step {err.step + 1} of {steps}:" + text[len(engine):]
+    return f"DivergenceError: {text}"
+
+
 class SlotStepper:
     """Holds the scenes of one model and steps them in batched rounds on a background thread."""
 
     def __init__(self, model_name: str, max_slots: int = 4, threads: int = 0,
-                 loader: Callable[..., Model] = load_model):
+                 loader: Callable[..., Model] = load_model, stats_path: str = ""):
         if threads > 0:
             torch.set_num_threads(threads)
         self.model_name, self.max_slots, self.loader = model_name, max_slots, loader
+        self.stats_path, self._stats_written = stats_path, 0.0  # the counters survive the worker (summary.json)
         self.models: dict[tuple, Model] = {}
         self.slots: dict[int, Slot | None] = {}
         self.stats = WorkerStats(model_name, max_slots=max_slots)
@@ -151,7 +198,12 @@ class SlotStepper:
     # --- slots ----------------------------------------------------------------------------------------------
     def open(self, run_config: dict, scorer: str = "auto") -> int:
         """Validate a run config (the same `load_config` as `sjc run`) and open a scene for it, scored by
-        `scorer` (scoring.py) at every report."""
+        `scorer` (scoring.py) at every report. A fresh start: its folder's metrics.jsonl starts over too."""
+        slot = self._open(run_config, scorer)
+        self.slots[slot].folder.cut(0)
+        return slot
+
+    def _open(self, run_config: dict, scorer: str) -> int:
         cfg = self._validate(run_config)
         slot, built = self._reserve(), False
         try:
@@ -164,8 +216,10 @@ class SlotStepper:
         finally:
             if not built:  # any failure (also a load error or out of memory) frees the reserved slot
                 self._release(slot)
+        folder = RunFolder(cfg.output.dir)
+        folder.start(run)
         with self.cv:
-            self.slots[slot] = Slot(run, score, scorer)
+            self.slots[slot] = Slot(run, score, scorer, folder)
             self.stats.opened += 1
         return slot
 
@@ -197,6 +251,7 @@ class SlotStepper:
                 self.models[key] = self.loader(cfg.model, cfg.prompt.text, cfg.guidance.weight)
                 self.stats.loads += 1
                 self.stats.model_keys.append(list(key))
+                self.write_stats(force=True)
             return self.models[key]
 
     def _get(self, slot: int) -> Slot:
@@ -223,16 +278,18 @@ class SlotStepper:
     def _report(self, s: Slot) -> dict:
         base = {"sjc_step": s.run.step_index, "steps_total": s.run.cfg.steps, "scorer": s.scorer,
                 "device_seconds": s.device_seconds}
+        self.write_stats(force=True)
+        if s.error:
+            return {**base, "sjc_status": "failed", "failure": s.error}
         try:
-            if s.error:
-                raise SlotError(s.error)
             with self.device_lock:
                 s.run.check_finite()
                 metrics = dataclasses.asdict(s.run.metrics()) if hasattr(s.run, "_last") else {}
                 metrics.update(s.score(s.run))
-        except (DivergenceError, SlotError) as err:
-            return {**base, "sjc_status": "failed", "failure": f"{type(err).__name__}: {err}"}
+        except DivergenceError as err:
+            return {**base, "sjc_status": "failed", "failure": divergence_text(err, s.run.cfg.steps)}
         metrics.pop("step", None)
+        s.folder.log(s.run.step_index, metrics)
         return {**metrics, **base, "sjc_status": "running"}
 
     def _loop(self) -> None:
@@ -256,16 +313,14 @@ class SlotStepper:
         for group in groups.values():
             with self.device_lock.round():
                 start = time.perf_counter()
-                try:
-                    SceneBatch([s.run for s in group]).step_all()
-                except Exception as err:  # noqa: BLE001 - one bad round fails its scenes, never the worker
-                    for s in group:
-                        s.error = f"{type(err).__name__}: {err}"
+                for i, error in step_round([s.run for s in group]).items():
+                    group[i].error = error
                 share = (time.perf_counter() - start) / len(group)
             for s in group:
                 s.device_seconds += share
             with self.cv:  # worker_stats reads the counters and the timeline under the same lock
                 self.stats.record_round(len(group), time.time())
+            self.write_stats()
 
     # --- state ----------------------------------------------------------------------------------------------
     def _state(self, slot: int) -> dict:
@@ -292,33 +347,41 @@ class SlotStepper:
         return self._load_state(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), scorer)
 
     def _load_state(self, state: dict, scorer: str) -> int:
-        slot = self.open(state["config"], scorer)
+        slot = self._open(state["config"], scorer)
         s = self._get(slot)
         with self.device_lock:
             s.run.load_state_dict(state["run"])
         s.device_seconds = float(state.get("device_seconds", 0.0))
+        s.folder.cut(s.run.step_index)  # the reports past the checkpoint will come again
         return slot
 
-    def finish(self, slot: int, run_dir: str, evaluate: Callable | None = None) -> dict:
-        """Write the run's folder (config.json, field, views, turntable, mesh, summary) and evaluate it."""
-        from ..artifacts import write_outputs
-
-        s, out = self._get(slot), Path(run_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(to_json(s.run.cfg))
+    def finish(self, slot: int, run_dir: str, evaluate: Callable | None = None, note: str = "") -> dict:
+        """Write the run's folder (run_folder.py: config, metrics, checkpoint, field, views, turntable, mesh,
+        summary) and evaluate it (`evaluate` None: not evaluated, `note` says why)."""
+        s = self._get(slot)
+        s.folder = RunFolder(run_dir)
         with self.device_lock:
-            files = {k: str(v) for k, v in write_outputs(s.run, out).items()}
-        files["config"] = str(out / "config.json")
-        summary = {"steps": s.run.step_index, "device_seconds": s.device_seconds, "files": files}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+            files = s.folder.finish(s.run, s.device_seconds, note)
         with self.device_lock:  # the judge runs on the worker's device too
-            metrics, note = evaluate(out) if evaluate is not None else ({}, "evaluation off")
+            metrics, note = evaluate(Path(run_dir)) if evaluate is not None else ({}, note or "evaluation off")
         return {"files": files, "eval": metrics, "eval_note": note}
 
     def worker_stats(self) -> dict:
         with self.cv:
             self.stats.open_slots = sum(1 for s in self.slots.values() if s is not None)
-            return {**dataclasses.asdict(self.stats), "mean_batch": self.stats.mean_batch}
+            return {**dataclasses.asdict(self.stats), "mean_batch": self.stats.mean_batch,
+                    "stats_path": self.stats_path}
+
+    def write_stats(self, force: bool = False) -> None:
+        """Rewrite the stats file (`stats_path`; at most every STATS_EVERY_S unless `force`), so that the counters
+        of a worker that dies are still counted in the sweep's summary."""
+        now = time.monotonic()
+        if not self.stats_path or (not force and now - self._stats_written < STATS_EVERY_S):
+            return
+        self._stats_written = now
+        tmp = f"{self.stats_path}.tmp{threading.get_ident()}"
+        Path(tmp).write_text(json.dumps(self.worker_stats()))
+        os.replace(tmp, self.stats_path)
 
     def load(self) -> int:
         """Open (or reserved) slots: the placement key of the pool."""

@@ -1,30 +1,38 @@
 """`run_sweep`: a validated SweepSpec -> Ray Tune experiment -> results table, MLflow runs and a ranking.
 
-The driver: connects to Ray (a local instance, or `--address` for a cluster), starts the SceneWorker pool,
-builds the Tuner (search: grid/random points drawn here, or OptunaSearch with a define-by-run space;
-scheduler: FIFO or ASHA on `sjc_step`; checkpoints every `checkpoint_every` reports; `max_failures` retries for
-trials whose worker died; trials reuse their Trainable processes), runs it, then writes `results.parquet`
-(one ResultRow per trial), `summary.json` and the ranking, and closes the MLflow parent run.
-Sweep folder: sweep.yaml (the resolved spec), tune/ (Tune's experiment state and checkpoints, unless
-`--storage` puts it elsewhere), trials/<trial_id>/ (each run folder), mlflow.db + mlartifacts/ (the default
-store), results.parquet, summary.json. `resume=True` continues an interrupted sweep with Tuner.restore.
+The driver: takes the sweep folder's lock (sweep_lock.py) before anything else, connects to Ray (a local instance
+bound to loopback with no dashboard, or `--address` for a cluster, which keeps its own addresses), starts the
+SceneWorker pool, builds the Tuner (search: grid/random points drawn here, or OptunaSearch with a define-by-run
+space; scheduler: FIFO or ASHA on `sjc_step`; checkpoints every `checkpoint_every` reports; `max_failures`
+retries for trials whose worker died; trials reuse their Trainable processes), runs it, then writes
+`results.parquet` (one ResultRow per trial), `summary.json` and the ranking, and closes the MLflow parent run.
+Sweep folder: sweep.lock, sweep.yaml (the resolved spec), tune/ (Tune's experiment state and checkpoints, unless
+`--storage` puts it elsewhere), trials/<trial_id>/ (each run folder), workers/ (each worker's counters),
+ended.jsonl (how each trial ended), mlflow.db + mlartifacts/ (the default store; `--mlflow-uri none`: no
+MLflow), results.parquet, ranking.txt, summary.json. `resume=True` continues an interrupted sweep with
+Tuner.restore; a folder that already holds a sweep is only ever resumed, never started again.
 """
 import hashlib
 import json
 import math
 import os
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..configtools import to_dict
-from ..errors import SJCError
-from .spec import SweepSpec, load_sweep
+from ..errors import ConfigError, SJCError
+from .spec import SweepSpec, load_sweep, read_yaml
+from .summary import SweepOutcome, build_summary, sessions
+from .sweep_lock import SweepLock
 
 TUNE_NAME = "tune"
 SPEC_FILE = "sweep.yaml"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's single-machine mode: every service on 127.0.0.1
+WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # no progress bars in the sweep's log
 
 
 @dataclass(frozen=True)
@@ -40,29 +48,6 @@ class SweepOptions:
     keep_workers: bool = False
 
 
-@dataclass
-class SweepOutcome:
-    """What a finished sweep left behind."""
-
-    sweep_dir: Path
-    table: Path
-    rows: list
-    ranking: str
-    metric: str
-    workers: list = field(default_factory=list)
-    seconds: float = 0.0
-    mlflow_uri: str = ""
-    parent_run_id: str = ""
-
-    @property
-    def interrupted(self) -> bool:
-        return any(r.status == "interrupted" for r in self.rows)
-
-    @property
-    def model_loads(self) -> int:
-        return sum(w.get("loads", 0) for w in self.workers)
-
-
 class ClusterError(SJCError, ConnectionError):
     """The Ray cluster named by --address could not be joined."""
 
@@ -76,6 +61,18 @@ def prepare_auth(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def prepare_env(address: str | None) -> None:
+    """Before Ray is imported (it reads these at import): token mode for a cluster (prepare_auth); for a local
+    sweep, Ray's single-machine mode, in which the GCS, raylet, driver and workers listen on 127.0.0.1 only (by
+    default they listen on every interface); worker logs without progress bars, and without colour codes when
+    the output is not a terminal. A variable the user set is left as it is."""
+    prepare_auth(address)
+    for key, value in {**({} if address else LOOPBACK_ENV), **WORKER_ENV}.items():
+        os.environ.setdefault(key, value)
+    if not sys.stdout.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+
+
 def connect(address: str | None, num_cpus: int | None) -> None:
     """Join `address` (a cluster: 'auto', 'HOST:PORT', 'ray://HOST:10001') or start a new local Ray (reused if
     one is already up in this process; a cluster started with `ray start` on this machine is joined only with
@@ -86,20 +83,32 @@ def connect(address: str | None, num_cpus: int | None) -> None:
         return
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # CSV + JSON given in build_tuner; no TBX
     if not address:
         ray.init(address="local", namespace="sjc", log_to_driver=True, num_cpus=num_cpus, include_dashboard=False)
+        private_token()
         return
     try:
-        ray.init(namespace="sjc", log_to_driver=True, address=address)
+        ray.init(namespace="sjc", log_to_driver=True, address=address, runtime_env={"env_vars": WORKER_ENV})
     except ConnectionError as err:
         raise ClusterError(f"could not join the Ray cluster at {address} ({err}); if it uses token "
                            "authentication, put its token (`ray get-auth-token` on the head node) in "
                            "RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
 
 
+def _token_path() -> Path:
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
 def _token_at_hand() -> bool:
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
-    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or _token_path().is_file()
+
+
+def private_token() -> None:
+    """Ray writes its token file readable by everyone (0644); whoever reads it may drive the cluster: 0600."""
+    path = _token_path()
+    if path.is_file() and path.stat().st_mode & 0o077:
+        path.chmod(0o600)
 
 
 def sweep_paths(spec: SweepSpec, opts: SweepOptions) -> tuple[Path, str, str]:
@@ -121,7 +130,8 @@ def build_pool(spec: SweepSpec, sweep_dir: Path, name: str | None = None):
 
     r = spec.settings.resources
     opts = WorkerOptions(model="", max_slots=r.slots_per_worker,
-                         threads=r.torch_threads or max(1, int(r.cpus_per_worker)), gpus=r.gpus_per_worker)
+                         threads=r.torch_threads or max(1, int(r.cpus_per_worker)), gpus=r.gpus_per_worker,
+                         stats_dir="" if name else str(sweep_dir / "workers"))
     prefix = f"sjc-pool-{name}" if name else f"sjc-{_uid(sweep_dir)}"
     return PoolSpec(prefix, r.workers, r.cpus_per_worker, r.gpus_per_worker, opts)
 
@@ -140,9 +150,11 @@ def _choices(spec: SweepSpec, key: str) -> tuple:
     return d.values if d is not None and not d.numeric else ()
 
 
-def build_tuner(spec: SweepSpec, trainable, storage: str, name: str, tracker):
-    """The Tuner: search algorithm, scheduler, concurrency, checkpoints, retries, and the MLflow callback."""
+def build_tuner(spec: SweepSpec, trainable, storage: str, name: str, callbacks: list):
+    """The Tuner: search algorithm, scheduler, concurrency, checkpoints, retries; the ledger and tracker
+    callbacks (driver side), and Tune's CSV and JSON loggers (its results; no TensorBoard logger)."""
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     s = spec.settings
     search_alg, param_space, samples = None, {}, 1
@@ -154,7 +166,7 @@ def build_tuner(spec: SweepSpec, trainable, storage: str, name: str, tracker):
                                   scheduler=_scheduler(spec), num_samples=samples,
                                   max_concurrent_trials=s.max_concurrent, reuse_actors=True)
     run_config = tune.RunConfig(
-        name=name, storage_path=storage, callbacks=[tracker], verbose=0,
+        name=name, storage_path=storage, callbacks=[*callbacks, CSVLoggerCallback(), JsonLoggerCallback()], verbose=0,
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=s.checkpoint_every, num_to_keep=2),
         failure_config=tune.FailureConfig(max_failures=s.max_failures))
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
@@ -198,66 +210,105 @@ def make_trainable(spec: SweepSpec, pool_spec, sweep_dir: Path):
 # --- the whole sweep --------------------------------------------------------------------------------------------
 def run_sweep(spec: SweepSpec, opts: SweepOptions, resume: bool = False) -> SweepOutcome:
     """Run (or resume) a sweep end to end; see the module docstring for what it leaves in the folder."""
-    prepare_auth(opts.address)
+    sweep_dir = sweep_paths(spec, opts)[0]
+    with SweepLock(sweep_dir) as lock:  # before anything else: one owner per sweep folder
+        notes = [lock.note] if lock.note else []
+        if not resume and (sweep_dir / SPEC_FILE).exists():
+            raise ConfigError("--out", str(sweep_dir), "a folder without a sweep in it: this one holds one; continue "
+                                                       f"it with `sjc sweep --resume {sweep_dir}`, or remove it")
+        for note in notes:
+            print(f"sjc sweep: note: {note}", file=sys.stderr)
+        return _run_locked(spec, opts, resume, notes)
+
+
+def _run_locked(spec: SweepSpec, opts: SweepOptions, resume: bool, notes: list) -> SweepOutcome:
+    from .mlflow_uri import resolve_uri
+
+    started, start = time.time(), time.perf_counter()
+    sweep_dir, storage, name = sweep_paths(spec, opts)
+    uri, note = resolve_uri(opts.mlflow_uri, sweep_dir)
+    notes += [note] if note else []
+    (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump({**spec.to_dict(), "options": to_dict(opts)},
+                                                      sort_keys=False))
+    prepare_env(opts.address)
     from ray import tune
 
     from . import pool
-    from .tracking import SweepTracker, default_uri
+    from .ledger import TrialLedger
 
-    start = time.perf_counter()
-    sweep_dir, storage, name = sweep_paths(spec, opts)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / SPEC_FILE).write_text(yaml.safe_dump({**spec.to_dict(), "options": to_dict(opts)},
-                                                      sort_keys=False))
     connect(opts.address, opts.num_cpus)
     pool_spec, models = build_pool(spec, sweep_dir, opts.pool), spec.model_names()
     trainable = make_trainable(spec, pool_spec, sweep_dir)
     exp_path = f"{storage.rstrip('/')}/{name}"
     try:
         pool.start(pool_spec, models)
-        tracker = SweepTracker(opts.mlflow_uri or default_uri(sweep_dir), f"sjc/{spec.settings.name}",
-                               str(sweep_dir), spec.base)
-        tracker.start_parent(spec.settings.name, spec.to_dict(), str(sweep_dir / SPEC_FILE))  # found again on resume
-        if resume and tune.Tuner.can_restore(exp_path):  # the restored Tuner keeps its own pickled tracker
+        tracker = start_tracker(spec, uri, sweep_dir)
+        if resume and tune.Tuner.can_restore(exp_path):  # the restored Tuner keeps its own pickled callbacks
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
-            tuner = build_tuner(spec, trainable, storage, name, tracker)
+            callbacks = [TrialLedger(str(sweep_dir)), *([tracker] if tracker else [])]  # ledger first
+            tuner = build_tuner(spec, trainable, storage, name, callbacks)
         grid = tuner.fit()
         workers = pool.collect_stats(pool_spec, models)
     finally:
         if not opts.keep_workers:
             pool.shutdown(pool_spec, models)
-    return finish_sweep(spec, grid, sweep_dir, tracker, workers, time.perf_counter() - start)
+    history = sessions(sweep_dir, resume, started, time.perf_counter() - start)
+    return finish_sweep(spec, grid, sweep_dir, tracker, workers, history, notes)
 
 
-def finish_sweep(spec: SweepSpec, grid, sweep_dir: Path, tracker, workers: list, seconds: float) -> SweepOutcome:
+def start_tracker(spec: SweepSpec, uri: str, sweep_dir: Path):
+    """The MLflow parent run (found again on resume) and the experiment's view; None when tracking is off."""
+    if not uri:
+        return None
+    from .tracking import SweepTracker, trials_view
+
+    s = spec.settings
+    tracker = SweepTracker(uri, f"sjc/{s.name}", str(sweep_dir), spec.base)
+    tracker.start_parent(s.name, spec.to_dict(), str(sweep_dir / SPEC_FILE))
+    tracker.set_view(trials_view(list(spec.space), s.rank.metric or s.scheduler.metric,
+                                 s.rank.mode or s.scheduler.mode))
+    return tracker
+
+
+def finish_sweep(spec: SweepSpec, grid, sweep_dir: Path, tracker, workers: list, history: list,
+                 notes: list = ()) -> SweepOutcome:
     """Rows -> results.parquet, ranking, summary.json; the parent MLflow run gets them and is closed."""
+    from .ledger import ended_trials
     from .results import make_row, rank, rank_metric, read_table, top_table, write_table
 
     s = spec.settings
-    finished = tracker.finished_trials()  # Tune ended them; an interrupted sweep leaves the others open
+    ended = ended_trials(sweep_dir)  # Tune ended them; an interrupted sweep leaves the others open
     ids = [(r.metrics or {}).get("trial_id") or Path(r.path).name for r in grid]
     rows = [make_row(tid, _params(r.config), spec.base, r.metrics or {}, r.metrics_dataframe, _first_line(r.error),
-                     s.scheduler.metric, s.scheduler.mode, tid in finished) for tid, r in zip(ids, grid)]
+                     s.scheduler.metric, s.scheduler.mode, tid in ended) for tid, r in zip(ids, grid)]
     swept = list(spec.space)
     frame_metric = s.rank.metric or s.scheduler.metric
     mode = s.rank.mode or s.scheduler.mode
-    log_keys = [k for k, d in spec.space.items() if d.kind == "loguniform"]
-    table = write_table(rows, sweep_dir / "results.parquet", swept, frame_metric, mode, log_keys,
+    table = write_table(rows, sweep_dir / "results.parquet", swept, frame_metric, mode, log_keys(spec),
                         s.scheduler.mode)
     frame, _ = read_table(table)
     metric = rank_metric(frame, frame_metric, s.scheduler.metric)
     ranked = rank(frame, metric, mode if metric == frame_metric else s.scheduler.mode, "best_metric",
                   s.scheduler.mode)
     text = top_table(ranked, swept, metric)
-    summary = _summary(ranked, metric, workers, seconds, rows)
+    summary = build_summary(s.name, ranked, metric, workers, history, rows)
     (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     (sweep_dir / "ranking.txt").write_text(text + "\n")
-    best = {f"best/{k}": v for k, v in summary["best"].items() if isinstance(v, float) and math.isfinite(v)}
-    interrupted = any(r.status == "interrupted" for r in rows)
-    tracker.finish([str(table), str(sweep_dir / "summary.json"), str(sweep_dir / "ranking.txt")], best,
-                   "KILLED" if interrupted else "FINISHED")
-    return SweepOutcome(sweep_dir, table, rows, text, metric, workers, seconds, tracker.uri, tracker.parent_id)
+    outcome = SweepOutcome(sweep_dir, table, rows, text, metric, workers, summary["seconds"], summary=summary,
+                           notes=list(notes))
+    if tracker is not None:
+        best = {f"best/{k}": v for k, v in summary["best"].items() if isinstance(v, float) and math.isfinite(v)}
+        interrupted = any(r.status == "interrupted" for r in rows)
+        tracker.finish([str(table), str(sweep_dir / "summary.json"), str(sweep_dir / "ranking.txt")], best,
+                       "KILLED" if interrupted else "FINISHED")
+        outcome.mlflow_uri, outcome.parent_run_id, outcome.runs_url = tracker.uri, tracker.parent_id, tracker.runs_url()
+    return outcome
+
+
+def log_keys(spec: SweepSpec) -> list[str]:
+    """Swept keys drawn log-uniformly (plotted on a log axis; so are lists spanning more than 10x)."""
+    return [k for k, d in spec.space.items() if d.kind == "loguniform"]
 
 
 def _params(config: dict) -> dict:
@@ -271,17 +322,12 @@ def _first_line(error) -> str:
     return lines[-1][:2000] if lines else type(error).__name__
 
 
-def _summary(ranked, metric: str, workers: list, seconds: float, rows: list) -> dict:
-    best = ranked.iloc[0].to_dict() if len(ranked) else {}
-    counts = ranked["status"].value_counts().to_dict() if len(ranked) else {}
-    return {"metric": metric, "trials": len(rows), "status": counts, "seconds": seconds,
-            "model_loads": sum(w.get("loads", 0) for w in workers), "actors": len(workers), "workers": workers,
-            "best_trial": best.get("trial_id"),
-            "best": {k.removeprefix("final."): v for k, v in best.items() if k.startswith("final.")}}
-
-
 def load_for_resume(sweep_dir: str | Path) -> tuple[SweepSpec, dict]:
     """The spec and options saved in a sweep folder (for `sjc sweep --resume DIR`)."""
-    data = yaml.safe_load((Path(sweep_dir) / SPEC_FILE).read_text())
+    path = Path(sweep_dir) / SPEC_FILE
+    if not path.is_file():
+        raise ConfigError("--resume", str(sweep_dir), f"a sweep folder written by `sjc sweep` (one holding "
+                                                      f"{SPEC_FILE})")
+    data = read_yaml(path, "--resume")
     options = data.pop("options", {})
     return load_sweep(data), options

@@ -7,10 +7,16 @@ config.json, ...) and tags `sjc.status` / `sjc.failure`. The parent gets the swe
 and the best trial's metrics.
 Store: `--mlflow-uri` or MLFLOW_TRACKING_URI (a real server) or, by default, `sqlite:///<sweep dir>/mlflow.db`
 with artifacts under `<sweep dir>/mlartifacts` (MLflow 3 refuses the old ./mlruns file store by default).
+`--mlflow-uri none` switches tracking off, and so does a machine without mlflow (mlflow_uri.py); the sweep then
+has no tracker and writes everything else as usual.
 Runs are found again by tag (`sjc.sweep_dir`, `sjc.trial_id`), so `sjc sweep --resume` continues the same ones.
+The UI (MLflow 3.17): the experiment tag `mlflow.experimentKind = custom_model_development` makes the experiment
+page open on its runs (untagged experiments may open on the GenAI overview), and a shared view
+(`mlflow.sharedViewState.<key>`, opened by `runs_url`) lists the trials flat (the runs table nests children
+collapsed under their parent, and MLflow keeps no default expansion), ranked, with the swept keys as columns.
 """
+import json
 import math
-import os
 from pathlib import Path
 
 from ray import tune
@@ -21,10 +27,15 @@ from .space import resolved_params
 ROLE, SWEEP_TAG, TRIAL_TAG = "sjc.role", "sjc.sweep_dir", "sjc.trial_id"
 SKIP_METRICS = ("done", "training_iteration", "timestamp", "time_this_iter_s", "time_since_restore",
                 "iterations_since_restore", "pid", "steps_total")
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+VIEW_KEY = "sjc-trials"
 
 
-def default_uri(sweep_dir: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(sweep_dir).resolve() / 'mlflow.db'}"
+def trials_view(swept: list[str], metric: str, mode: str) -> dict:
+    """The shared view of the trials: children only (flat), best first by `metric`, swept keys as columns."""
+    cols = [f"params.`{k}`" for k in swept] + [f"metrics.`{m}`" for m in dict.fromkeys((metric, "score"))]
+    return {"searchFilter": f"tags.`{ROLE}` = 'trial'", "orderByKey": f"metrics.`{metric}`",
+            "orderByAsc": mode == "min", "selectedColumns": [*cols, "tags.`sjc.status`"]}
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -45,6 +56,7 @@ class SweepTracker(tune.Callback):
         self.uri, self.experiment, self.sweep_dir, self.base = uri, experiment, str(sweep_dir), base
         self.parent_id: str | None = None
         self.children: dict[str, str] = {}
+        self.last_step: dict[str, int] = {}
         self._client = None
 
     def __getstate__(self) -> dict:  # Tune pickles callbacks with the experiment; clients do not pickle
@@ -66,7 +78,18 @@ class SweepTracker(tune.Callback):
         location = None
         if self.uri.startswith("sqlite:"):
             location = (Path(self.sweep_dir) / "mlartifacts").resolve().as_uri()
-        return self.client.create_experiment(self.experiment, artifact_location=location)
+        return self.client.create_experiment(self.experiment, artifact_location=location, tags={KIND_TAG: KIND})
+
+    def set_view(self, view: dict) -> None:
+        """The experiment opens on its runs, and `runs_url` opens the shared view of the trials."""
+        exp = self.experiment_id()
+        self.client.set_experiment_tag(exp, KIND_TAG, KIND)
+        self.client.set_experiment_tag(exp, f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(view))
+
+    def runs_url(self, ui: str = "http://127.0.0.1:5000") -> str:
+        """Where a browser opens the trials (the UI of `mlflow ui`, or the tracking server itself)."""
+        base = self.uri if self.uri.startswith("http") else ui
+        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs?viewStateShareKey={VIEW_KEY}"
 
     def start_parent(self, name: str, spec: dict, spec_file: str | None = None) -> str:
         """The sweep's parent run: found again by its sweep folder on --resume, else created."""
@@ -86,23 +109,14 @@ class SweepTracker(tune.Callback):
         return self.parent_id
 
     def finish(self, files: list[str], best: dict[str, float], status: str = "FINISHED") -> None:
+        """Artifacts, the best trial's metrics (only those that changed: a resumed sweep adds no duplicates), and
+        the parent's final status."""
         for f in files:
             if Path(f).is_file():
                 self.client.log_artifact(self.parent_id, f)
-        self._log_metrics(self.parent_id, best, 0)
+        logged = self.client.get_run(self.parent_id).data.metrics
+        self._log_metrics(self.parent_id, {k: v for k, v in best.items() if logged.get(k) != v}, 0)
         self.client.set_terminated(self.parent_id, status)
-
-    def finished_trials(self) -> set[str]:
-        """Trial ids that Tune completed or failed (their child run has `sjc.status`). Tune's own statuses cannot
-        tell: an interrupted sweep marks its open trials TERMINATED without completing them."""
-        done, token = set(), None
-        query = f"tags.`mlflow.parentRunId` = '{self.parent_id}'"
-        while True:
-            page = self.client.search_runs([self.experiment_id()], query, max_results=1000, page_token=token)
-            done |= {r.data.tags[TRIAL_TAG] for r in page if "sjc.status" in r.data.tags and TRIAL_TAG in r.data.tags}
-            token = page.token
-            if not token:
-                return done
 
     # --- children ---------------------------------------------------------------------------------------------
     def child(self, trial) -> str:
@@ -128,7 +142,12 @@ class SweepTracker(tune.Callback):
         self.child(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._log_metrics(self.child(trial), numeric_metrics(result), int(result.get("sjc_step", iteration)))
+        """Each report at step = sjc_step; a report a restored trial repeats (same state, same numbers) is skipped."""
+        step = int(result.get("sjc_step", iteration))
+        if step <= self.last_step.get(trial.trial_id, -1):
+            return
+        self.last_step[trial.trial_id] = step
+        self._log_metrics(self.child(trial), numeric_metrics(result), step)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id, last = self.child(trial), trial.last_result or {}

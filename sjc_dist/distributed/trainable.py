@@ -23,6 +23,8 @@ from . import pool
 from .slot_errors import SlotError
 from .space import apply_params
 
+SLOT_KEY = "sjc_slot"  # 'worker name#slot' in every result (a string: never a metric)
+
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -53,10 +55,10 @@ class SJCTrainable(tune.Trainable):
         out = self.run_config.setdefault("output", {})
         out["dir"], out["progress"] = self.run_dir, False
         self.model = self.run_config.get("model", {}).get("name", "toy")
-        self.worker, self.slot, self.local = None, None, True
+        self.worker, self.worker_name, self.slot, self.local = None, "", None, True
 
     def _attach(self, open_call) -> None:
-        self.worker, self.slot = pool.acquire(self.ctx.pool, self.model, open_call)
+        self.worker_name, self.worker, self.slot = pool.acquire(self.ctx.pool, self.model, open_call)
         self.local = pool.same_node(self.worker)
 
     def step(self) -> dict:
@@ -64,9 +66,10 @@ class SJCTrainable(tune.Trainable):
             try:
                 self._attach(lambda h: h.open.remote(self.run_config, self.ctx.scorer))
             except SlotError as err:  # Ray wraps it; `cause` is the worker's own message
-                return self._failed(f"SlotError: {getattr(err, 'cause', err)}", {"run_dir": self.run_dir})
+                return self._failed(f"SlotError: {getattr(err, 'cause', err)}", {"run_dir": ""})
         res = ray.get(self.worker.advance.remote(self.slot, self.ctx.report_every))
         res["run_dir"] = self.run_dir
+        res[SLOT_KEY] = f"{self.worker_name}#{self.slot}"  # where the driver finds a stopped trial's scene
         if res["sjc_status"] == "failed":
             return self._failed(res["failure"], res)
         if res["sjc_step"] >= res["steps_total"]:

@@ -15,7 +15,7 @@ class SceneWorker(SlotStepper):
     """A SlotStepper living in a Ray actor; see the module docstring and sjc_dist/distributed/README.md."""
 
     def __init__(self, options: WorkerOptions):
-        super().__init__(options.model, options.max_slots, options.threads)
+        super().__init__(options.model, options.max_slots, options.threads, stats_path=stats_file(options))
         self.options = options
         self.evaluators: dict[tuple, RunEvaluator] = {}
 
@@ -33,11 +33,12 @@ class SceneWorker(SlotStepper):
         out["gpu_seconds"] = out["device_seconds"] * self.options.gpus
         return out
 
-    def finish(self, slot: int, run_dir: str, evaluation: dict | None = None) -> dict:  # type: ignore[override]
-        """Write the run folder and evaluate it with `evaluation` = {judge, views, prompts} (None: skip).
-        Evaluators (and their judge models) are cached per setting: loaded once per worker."""
+    def finish(self, slot: int, run_dir: str, evaluation: dict | None = None,  # type: ignore[override]
+               note: str = "") -> dict:
+        """Write the run folder and evaluate it with `evaluation` = {judge, views, prompts} (None: skip, `note`
+        says why). Evaluators (and their judge models) are cached per setting: loaded once per worker."""
         if evaluation is None:
-            return super().finish(slot, run_dir, None)
+            return super().finish(slot, run_dir, None, note)
         key = (evaluation.get("judge", "toy"), int(evaluation.get("views", 8)), tuple(evaluation.get("prompts", ())))
         if key not in self.evaluators:
             self.evaluators[key] = RunEvaluator(*key)
@@ -45,3 +46,16 @@ class SceneWorker(SlotStepper):
 
     def ping(self) -> bool:
         return True
+
+
+def stats_file(options: WorkerOptions) -> str:
+    """`<stats_dir>/<actor name>.<actor id>.json`: one file per incarnation (a recreated worker gets its own)."""
+    if not options.stats_dir:
+        return ""
+    import os
+
+    import ray
+
+    ctx = ray.get_runtime_context()
+    os.makedirs(options.stats_dir, exist_ok=True)
+    return os.path.join(options.stats_dir, f"{ctx.get_actor_name()}.{ctx.get_actor_id()}.json")

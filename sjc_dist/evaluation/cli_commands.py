@@ -65,6 +65,8 @@ def register(sub) -> None:
     b.add_argument("--max-batch", type=int, default=8, help="at most this many scenes step together on one model (default 8; fewer when "
                         "that keeps every Ray CPU busy)")
     b.add_argument("--out", default=None, help="output folder (default bench/<time>)")
+    b.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else "
+                                                      "OUT/mlflow.db); 'none': no tracking")
     _common(b, "ray")
     b.set_defaults(handler=bench_command)
 
@@ -127,12 +129,15 @@ def bench_command(args) -> int:
                      preset=args.config, sets=tuple(args.sets),
                      out=args.out or f"bench/{time.strftime('%Y%m%d-%H%M%S')}", judges=args.judges,
                      eval_cfg=eval_config(args.evals), executor=args.executor, num_cpus=args.num_cpus,
-                     gpus_per_task=_gpus(args), max_batch=args.max_batch, command=bench_command_line(args))
+                     gpus_per_task=_gpus(args), max_batch=args.max_batch, command=bench_command_line(args),
+                     mlflow_uri=args.mlflow_uri)
     res = run_benchmark(spec)
     print(json.dumps({"out": str(res.out), "parquet": str(res.parquet), "report": str(res.report.html),
                       "mlflow_run_id": res.mlflow_run_id, "tracking_uri": res.tracking_uri,
                       "objects": len(res.outcomes), "failed": sum(o.status not in ("ok", "skipped") for o in res.outcomes),
                       "timings_s": {k: round(v, 1) for k, v in res.timings.items()}}))
+    if res.note:
+        print(f"sjc bench: note: {res.note}", file=sys.stderr)
     return 0
 
 

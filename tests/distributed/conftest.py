@@ -1,9 +1,14 @@
-"""Fixtures of the distributed tests: one local Ray session (2 CPUs, no dashboard) shared by every test, a worker
+"""Fixtures of the distributed tests: one local Ray session (2 CPUs, no dashboard, loopback) shared by every test, a worker
 pool shared by the sweeps that do not count loads or kill workers (its model loads once for all of them), and
 tiny sweep specs on the 'empirical' model (12^3 voxels, 32x32 renders, a few dozen steps)."""
 import copy
+import os
 
 import pytest
+
+# Ray's single-machine mode, as `sjc sweep` sets it for a local sweep (sweep.prepare_env): every Ray service of
+# the test session listens on 127.0.0.1. Set here, before any test module imports Ray (Ray reads it at import).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 TINY_BASE = {
     "preset": "empirical",

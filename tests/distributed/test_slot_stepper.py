@@ -1,6 +1,7 @@
 """SlotStepper, the SceneWorker's engine, without Ray: batched rounds equal solo runs, the slot bound, model
 loads once per key, save/restore continues the same trajectory, divergence is reported (not raised), and the
 finished run folder is written. The model is the conftest's tiny empirical one (injected loader, counted)."""
+import json
 import threading
 
 import pytest
@@ -130,3 +131,70 @@ def test_scorers(stepper, make_config):
     assert make_scorer("auto", flat)[1] == "fit (auto: not a 3D run)"
     with pytest.raises(ValueError, match="not a 3D run"):
         make_scorer("truth", flat)
+
+
+def test_an_error_fails_only_the_scene_that_raised_it(stepper, make_config, empirical_model):
+    """Issue 15: one scene's exception inside a batched round (here its loss raises from step 3 on) fails that
+    scene alone, with its step; its batch-mate goes on exactly as if it had been stepped alone."""
+    good_cfg, bad_cfg = config(make_config, "seed=0"), config(make_config, "seed=1")
+    good, bad = stepper.open(good_cfg, "fit"), stepper.open(bad_cfg, "fit")
+    run, calls = stepper.slots[bad].run, []
+    real_loss = run.loss
+
+    def loss(p, denoised):
+        calls.append(1)
+        if len(calls) >= 3:
+            raise RuntimeError("value cannot be converted to type float without overflow")
+        return real_loss(p, denoised)
+
+    run.loss = loss
+    out = advance_together(stepper, [good, bad], 5)
+    assert out[bad]["sjc_status"] == "failed" and out[bad]["sjc_step"] == 2
+    assert out[bad]["failure"] == "RuntimeError at step 3 of 8: value cannot be converted to type float without overflow"
+    assert out[good]["sjc_status"] == "running" and out[good]["sjc_step"] == 5
+    solo = SlotStepper("empirical", max_slots=1, loader=lambda *a: empirical_model)
+    alone = solo.open(good_cfg, "fit")
+    solo.advance(alone, 5)
+    torch.testing.assert_close(solo.slots[alone].run.scene.field.grid, stepper.slots[good].run.scene.field.grid,
+                               rtol=0, atol=1e-5)
+    solo.shutdown()
+
+
+def test_divergence_counts_steps_from_one(stepper, make_config):
+    s = stepper.open(config(make_config, "emptiness.lambda1=1e39"))
+    failure = stepper.advance(s, 2)["failure"]
+    assert failure.startswith("DivergenceError: run diverged at step 1 of 8: the loss"), failure
+    assert "checkpoint" not in failure  # the engine's checkpoint note is not a trial's
+
+
+def test_run_folder_has_config_metrics_and_checkpoint(stepper, make_config, tmp_path):
+    """A slot's folder is a run folder: config.json from the start, one metrics.jsonl line per report (a slot
+    restored from a checkpoint cuts the lines past it, so no step is logged twice), checkpoint.pt at the end."""
+    from sjc_dist.optim.checkpoint import load_checkpoint
+
+    folder = tmp_path / "trial"
+    a = stepper.open(config(make_config, f"output.dir={folder}"))
+    assert (folder / "config.json").is_file()
+    stepper.advance(a, 3)
+    saved = stepper.save(a, str(tmp_path / "scene.pt"))
+    stepper.advance(a, 3)
+    stepper.close(a)  # as if its worker died after step 6; the trial resumes from its checkpoint at 3
+    b = stepper.restore(saved)
+    stepper.advance(b, 3)
+    steps = [json.loads(ln)["step"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [3, 6]
+    again = stepper.open(config(make_config, f"output.dir={folder}"))  # a retry from scratch starts over
+    assert not (folder / "metrics.jsonl").read_text()
+    stepper.close(again)
+    files = stepper.finish(b, str(folder))["files"]
+    assert files["metrics"] == str(folder / "metrics.jsonl") and load_checkpoint(folder / "checkpoint.pt")["step"] == 6
+    assert json.loads((folder / "summary.json").read_text())["steps"] == 6
+
+
+def test_stats_file_follows_the_counters(empirical_model, make_config, tmp_path):
+    path = tmp_path / "worker.json"
+    st = SlotStepper("empirical", max_slots=2, loader=lambda *a: empirical_model, stats_path=str(path))
+    st.advance(st.open(config(make_config)), 4)
+    saved = json.loads(path.read_text())
+    assert saved["loads"] == 1 and saved["scene_steps"] == 4 and saved["stats_path"] == str(path)
+    st.shutdown()

@@ -33,7 +33,7 @@ def test_toy_quick_through_the_cli(ray_session, toy_weights, tmp_path, capsys):
     out = tmp_path / "toy_quick"
     assert main(["sweep", TOY_QUICK, *SHRINK, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "ranked by" in printed and "1 model load(s)" in printed
+    assert "ranked by" in printed and "1 model load(s)" in printed and "sweep toy_quick: 4 trials (" in printed
     info = last_json(printed)
     frame = pd.read_parquet(info["results"])
     assert len(frame) == 4 and (frame["model"] == "toy").all()
@@ -42,11 +42,24 @@ def test_toy_quick_through_the_cli(ray_session, toy_weights, tmp_path, capsys):
     assert (frame.loc[ok, "steps"] == 10).all() and frame["final.score"].between(0, 1).all()
     assert frame.loc[ok, "final.eval/iou"].notna().all()  # finished trials were evaluated (ground truth)
     assert sorted(set(frame["param.guidance.weight"])) == [3.0, 7.5]
-    # resuming a finished sweep changes nothing and says so in the same table
+    assert (out / "ranking.txt").read_text().strip() in printed and "its views:" in printed
+    assert f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db" in printed and info["runs_url"] in printed
+    first = json.loads((out / "summary.json").read_text())
+    # resuming a finished sweep changes nothing and says so in the same table; no best/* metric is logged twice
+    # and summary.json keeps the first session's counts (issue 15 item 7)
     assert main(["sweep", "--resume", str(out)]) == 0
-    again = pd.read_parquet(last_json(capsys.readouterr().out)["results"])
+    info = last_json(capsys.readouterr().out)
+    again = pd.read_parquet(info["results"])
     pairs = lambda f: sorted(zip(f["trial_id"], f["status"], f["steps"]))
     assert pairs(again) == pairs(frame)
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["sessions"]) == 2 and summary["seconds"] > first["seconds"]
+    assert summary["model_loads"] == first["model_loads"] == 1 and summary["scene_steps"] == first["scene_steps"]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(info["mlflow_uri"])
+    for key in client.get_run(info["parent_run_id"]).data.metrics:
+        assert len(client.get_metric_history(info["parent_run_id"], key)) == 1, key
     assert main(["results", str(out), "--top", "2"]) == 0
     assert "4 trials ranked by" in capsys.readouterr().out
     assert len(list((out / "plots").glob("*.png"))) == 2

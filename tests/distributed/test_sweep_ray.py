@@ -1,6 +1,7 @@
 """Sweeps on a local Ray (2 CPUs) at tiny budgets: a 4-trial sweep end to end (Parquet rows, MLflow parent and
-children, ranking, `sjc results`), model loads == actors (not trials), ASHA stopping a poor trial, a diverging
-trial failing alone, and a killed worker's trial finishing from its checkpoint."""
+children, ranking, `sjc results`), model loads == actors (not trials), ASHA stopping a poor trial (its folder
+written), a diverging trial failing alone, tracking off without mlflow, and a killed worker's trial finishing
+from its checkpoint (both worker incarnations counted)."""
 import json
 import threading
 import time
@@ -91,6 +92,18 @@ def test_asha_stops_the_poor_trial(ray_session, shared_options, tiny_sweep):
     assert poor["param.optim.lr"] == 1e-6 and poor["status"] == "stopped" and poor["steps"] < 30
     assert (good["final.score"] > poor["final.score"]).all()
     assert good["steps"].max() == 30
+    # the stopped trial's folder holds the run as it stood at the stop, and MLflow has its files (issue 15)
+    folder = Path(poor["run_dir"])
+    for name in ("views.png", "field.safetensors", "checkpoint.pt", "config.json", "summary.json"):
+        assert (folder / name).is_file(), name
+    steps = [json.loads(ln)["step"] for ln in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, poor["steps"] + 1, 5))
+    assert poor["artifact.views"] == str(folder / "views.png")
+    client = MlflowClient(outcome.mlflow_uri)
+    child = client.search_runs([client.get_experiment_by_name("sjc/asha").experiment_id],
+                               f"tags.`sjc.trial_id` = '{poor['trial_id']}'")[0]
+    assert child.data.tags["sjc.status"] == "stopped" and "not evaluated" in child.data.tags["sjc.eval_note"]
+    assert "views.png" in {a.path for a in client.list_artifacts(child.info.run_id)}
 
 
 def test_diverging_trial_fails_and_others_finish(ray_session, shared_options, tiny_sweep):
@@ -101,7 +114,26 @@ def test_diverging_trial_fails_and_others_finish(ray_session, shared_options, ti
     assert frame.loc[1.0, "status"] == "ok" and frame.loc[1.0, "steps"] == 10
     assert frame.loc[1e39, "status"] == "failed"
     assert "DivergenceError" in frame.loc[1e39, "failure"] and "NaN or Inf" in frame.loc[1e39, "failure"]
+    assert "at step 1 of 10" in frame.loc[1e39, "failure"]  # steps count from 1, as sjc_step does
     assert outcome.ranking.splitlines()[-1].split()[2] == "failed"  # ranked last
+
+
+def test_tracking_off_without_mlflow(ray_session, shared_options, tiny_sweep, monkeypatch):
+    """Issue 15 item 9: where mlflow cannot be imported the sweep runs with tracking off and says so; Parquet,
+    ranking, summary and run folders are as usual (the subprocess version, Ray workers included, is slow)."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import mlflow...` now raises ImportError
+    spec = load_sweep(tiny_sweep("offline", {"seed": {"grid": [0, 1]}}, evaluate=False, max_concurrent=2,
+                                 base_overrides={"steps": 10}))
+    outcome = run_sweep(spec, shared_options)
+    assert outcome.mlflow_uri == "" and any("tracking is off" in n for n in outcome.notes)
+    assert not (outcome.sweep_dir / "mlflow.db").exists()
+    frame = pd.read_parquet(outcome.table)
+    assert len(frame) == 2 and set(frame["status"]) == {"ok"} and frame["run_dir"].map(
+        lambda d: (Path(d) / "views.png").is_file()).all()
+    assert json.loads((outcome.sweep_dir / "summary.json").read_text())["trials"] == 2
 
 
 def kill_after_first_checkpoint(sweep_dir: Path, actor_name: str, done: dict, timeout: float = 240) -> None:
@@ -134,7 +166,12 @@ def test_killed_worker_trial_resumes_from_its_checkpoint(ray_session, tmp_path, 
     assert row["status"] == "ok" and row["steps"] == 60
     # restored from a checkpoint, not restarted: fewer iterations since the restore than in all
     assert row["final.iterations_since_restore"] < 60 / 5
-    assert outcome.workers[0]["opened"] == 1  # the replacement worker opened the trial once: its restore
+    live = [w for w in outcome.workers if not w.get("dead")]
+    assert live[0]["opened"] == 1  # the replacement worker opened the trial once: its restore
+    assert outcome.model_loads == 2 and len(outcome.workers) == 2  # the dead worker's load is counted too
+    assert outcome.summary["scene_steps"] > live[0]["scene_steps"]
+    steps = [json.loads(ln)["step"] for ln in (Path(row["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 61, 5))  # the reports replayed after the restore are not logged twice
 
 
 def interrupt_after_checkpoint(sweep_dir: Path, done: dict, timeout: float = 240) -> None:

@@ -49,6 +49,7 @@ def spec(**kw) -> dict:
     (spec(base={**BASE, "prompt": {"text": "a hamburger"}}), "prompt.text", "toy-world caption"),
     (spec(base={**BASE, "steps": 0}), "steps", ">= 1"),
     (spec(base="no_such_preset"), "config", "a preset"),
+    (spec(space={"optim.lr": {"grid": [0.05, 1e39]}}, search={"kind": "grid"}), "space.optim.lr", "<= 1000"),
 ])
 def test_bad_sweeps_name_the_field(data, field, words):
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,107 @@
+"""One owner per sweep folder (issue 15 item 2) and one-line refusals (item 5), all before Ray starts: a second
+process holding the folder's lock, a lock left by a killed owner (taken over, said so), a folder that already
+holds a sweep, `--resume` of a folder that does not exist, a YAML syntax error. No Ray here: `connect` is
+replaced by a tripwire, so any test that reaches Ray fails."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from sjc_dist.cli import main
+from sjc_dist.distributed import sweep
+from sjc_dist.distributed.sweep_lock import LOCK_FILE, SweepBusy, SweepLock
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from sjc_dist.distributed.sweep_lock import SweepLock
+    SweepLock(sys.argv[1]).acquire()
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+class RayStarted(Exception):
+    pass
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    def tripwire(*args, **kwargs):
+        raise RayStarted("the sweep got as far as starting Ray")
+
+    monkeypatch.setattr(sweep, "connect", tripwire)
+
+
+@pytest.fixture
+def spec_file(tmp_path, tiny_sweep):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep("folder", {"seed": {"grid": [0]}})))
+    return path
+
+
+def hold_lock(folder):
+    """A process that takes the folder's lock and keeps it; returns it once it holds the lock."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_sweep_into_a_folder_in_use_is_refused(no_ray, spec_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    owner = hold_lock(out)
+    try:
+        assert main(["sweep", str(spec_file), "--out", str(out)]) == 2
+    finally:
+        owner.kill()
+        owner.wait()
+    err = capsys.readouterr().err
+    assert f"is in use by pid {owner.pid} on" in err and "another --out" in err and "Traceback" not in err
+    assert not (out / "sweep.yaml").exists()  # refused before anything was written
+
+
+def test_a_dead_owners_lock_is_taken_over(no_ray, spec_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    owner = hold_lock(out)
+    os.kill(owner.pid, signal.SIGKILL)  # as a killed driver leaves it: the file still names its owner
+    owner.wait()
+    assert f'"pid": {owner.pid}' in (out / LOCK_FILE).read_text()
+    with pytest.raises(RayStarted):
+        main(["sweep", str(spec_file), "--out", str(out)])
+    assert f"took over the lock of pid {owner.pid}" in capsys.readouterr().err
+    assert (out / "sweep.yaml").is_file()  # it went on
+    assert (out / LOCK_FILE).read_text() == ""  # and released the lock on its way out
+
+
+def test_the_lock_is_exclusive_within_one_machine(tmp_path):
+    with SweepLock(tmp_path) as first:
+        assert first.note == ""
+        with pytest.raises(SweepBusy, match=f"pid {os.getpid()}"):
+            SweepLock(tmp_path).acquire()
+    SweepLock(tmp_path).acquire().release()  # free again once released
+
+
+def test_a_folder_that_holds_a_sweep_is_only_resumed(no_ray, spec_file, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.yaml").write_text("name: earlier\n")
+    assert main(["sweep", str(spec_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"sjc sweep --resume {out}" in err and "Traceback" not in err
+
+
+def test_resume_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["sweep", "--resume", str(tmp_path / "no_such_sweep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a sweep folder written by `sjc sweep`" in err
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\nspace:\n  seed: {grid: [0, 1]\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "valid YAML" in err and "line 4" in err, err
