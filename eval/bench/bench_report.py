@@ -5,6 +5,7 @@ timing code lives here.
 """
 import datetime
 import json
+import math
 import os
 import platform
 import threading
@@ -91,7 +92,7 @@ def table(header: list[str], rows: list[list], align: str = "") -> list[str]:
 
 def fmt(x, spec: str = ".2f", missing: str = "n/a") -> str:
     """x formatted, or `missing` for None / NaN / non-numbers."""
-    if not isinstance(x, (int, float)) or x != x:
+    if not isinstance(x, (int, float)) or math.isnan(x):
         return missing
     return format(x, spec)
 

@@ -29,13 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_timing  # noqa: E402
-import gpu_parts  # noqa: E402
-from bench_report import Report, now_utc, python_env  # noqa: E402
-from bench_timing import Clock, Log, guarded, matmul_peak, release  # noqa: E402
-from gpu_tables import Results, markdown, plot_rates, short_table, targets  # noqa: E402
-from gpu_variants import Models, run_variant, variants  # noqa: E402
-from sd_standin import SIZES  # noqa: E402
+import bench_timing
+import gpu_parts
+from bench_report import Report, now_utc, python_env
+from bench_timing import Clock, Log, guarded, matmul_peak, release
+from gpu_tables import Results, markdown, plot_rates, short_table, targets
+from gpu_variants import Models, run_variant, variants
+from sd_standin import SIZES
 
 PROBE = Path(__file__).resolve().parent / "compile_probe.py"
 
@@ -81,7 +81,7 @@ def compile_probe(args, device, log) -> dict:
                "--device", str(device)] + (["--tiny"] if args.tiny else [])
         t = time.perf_counter()
         proc = subprocess.run(cmd, env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}, capture_output=True,
-                              text=True, timeout=args.probe_timeout)
+                              text=True, timeout=args.probe_timeout, check=False)
         out[name] = json.loads(path.read_text()) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
         out[name]["wall_s"] = time.perf_counter() - t
         log(f"    compile probe ({name} cache): {out[name]}")
@@ -89,23 +89,29 @@ def compile_probe(args, device, log) -> dict:
 
 
 def plan(args, device) -> list:
-    """(kind, item) in order: the key variants, the parts, the compile probe, then the rest."""
-    vs = variants(args, device)
-    head = [v for v in vs if v.name in ("eager-fp32", "fast", "compile", "compile+inside", "compile+visible")]
-    parts = [] if args.no_parts else [("stage", "render"), ("stage", "adamax"), ("stage", "stack")]
-    probe = [("stage", "compile_probe")] if device.type == "cuda" and any(v.compiles for v in vs) else []
-    tail = [v for v in vs if v not in head]
-    return ([("variant", v) for v in head] + parts + probe + [("variant", v) for v in tail]
-            + ([] if args.no_parts else [("stage", "fp8")]))
+    """(kind, item) in order of importance, the budget cutting the tail: the UNet matrix, the engine options on
+    the compiled UNet, the parts, the warm-cache probe, the cheap ablations, then the extra compiles."""
+    vs = {v.name: v for v in variants(args, device)}
+    order = ["eager-fp32", "fast", "compile", "compile+inside", "compile+visible", "stage:render",
+             "stage:adamax", "stage:stack", "fast-nchw", "stage:compile_probe", "fast+visible", "fast-fp8",
+             "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
+    skip = {"stage:render", "stage:adamax", "stage:stack", "stage:fp8", "stage:render_fused"} if args.no_parts else set()
+    if device.type != "cuda" or not any(v.compiles for v in vs.values()):
+        skip |= {"stage:compile_probe", "stage:render_fused"}
+    return [("stage", name[6:]) if name.startswith("stage:") else ("variant", vs[name])
+            for name in order if name not in skip and (name.startswith("stage:") or name in vs)]
 
 
 def run_stage(name: str, args, size, master, device, report: Report, clock: Clock, log: Log) -> None:
     kmax = max(args.ks)
-    if clock.left() < args.stage_reserve:
+    if clock.left() < args.stage_reserve * (2 if name in ("compile_probe", "render_fused") else 1):
         report.note(f"stage {name} skipped: {clock.left():.0f}s of budget left")
         return
     log(f"stage {name}")
-    fns = {"render": lambda: {"rows": gpu_parts.render_parts(size, sorted({1, kmax}), device, clock, log)},
+    fns = {"render": lambda: {"rows": gpu_parts.render_parts(size, sorted({1, kmax}), ["fresh", "sphere"],
+                                                             gpu_parts.CELLS, device, clock, log)},
+           "render_fused": lambda: {"rows": gpu_parts.render_parts(size, [kmax], ["sphere"], gpu_parts.FUSED_CELLS,
+                                                                   device, clock, log)},
            "adamax": lambda: gpu_parts.adamax_part(size, kmax, device),
            "stack": lambda: gpu_parts.stack_part(size, kmax, device),
            "fp8": lambda: gpu_parts.fp8_part(master, size, device, (2, 2 * kmax), not args.force_fast_path),

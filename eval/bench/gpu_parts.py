@@ -10,6 +10,7 @@ bench's evidence for the engine's render, optimiser and precision defaults.
 - fp8: agreement of the float8-linear denoiser with eager fp32 and the UNet call's time against fp16.
 """
 import copy
+from functools import partial
 
 import torch
 from bench_timing import bench_ms, guarded, release
@@ -22,9 +23,8 @@ from sjc_dist.optim.adamax import Adamax, together
 from sjc_dist.scene.render import n_samples, ray_box
 from sjc_dist.scene.scenes import VoxelScene, render_scenes
 
-CELLS = [("fresh", "all", "none"), ("fresh", "inside", "none"), ("fresh", "visible", "none"),
-         ("sphere", "all", "none"), ("sphere", "inside", "none"), ("sphere", "visible", "none"),
-         ("sphere", "all", "compile"), ("sphere", "inside", "compile")]
+CELLS = [("all", "none"), ("inside", "none"), ("visible", "none")]
+FUSED_CELLS = [("all", "compile"), ("inside", "compile")]
 
 
 def scenes_for(size, k: int, state: str, samples: str, fuse: str, device) -> list[VoxelScene]:
@@ -62,31 +62,35 @@ def sample_fractions(scenes: list[VoxelScene], cams: list) -> dict:
     return {"inside_first_view": inside, "visible": visible}
 
 
-def render_cell(size, k: int, state: str, samples: str, fuse: str, device) -> dict:
-    scenes = scenes_for(size, k, state, samples, fuse, device)
-    gen = torch.Generator().manual_seed(1)
+def render_cell(scenes: list[VoxelScene], size, state: str, samples: str, fuse: str, device) -> dict:
+    """The render of `scenes` (their sample rule and fuse set to these) timed forward and backward."""
+    for sc in scenes:
+        sc.samples, sc.fuse = samples, fuse
+    gen, k = torch.Generator().manual_seed(1), len(scenes)
     cams = [sc.cameras.sample(1, gen).to(device) for sc in scenes]
     u = torch.randn(k, 1, 4, size.unet["sample_size"], size.unet["sample_size"], device=device)
-    row = {"k": k, "state": state, "samples": samples, "fuse": fuse, **bench_ms(lambda: render_step(scenes, cams, u),
-                                                                                   device)}
+    row = {"k": k, "state": state, "samples": samples, "fuse": fuse,
+           **bench_ms(lambda: render_step(scenes, cams, u), device)}
     if samples == "all" and fuse == "none":
         row.update(sample_fractions(scenes, cams))
     return row
 
 
-def render_parts(size, ks: list[int], device, clock, log, reserve: float = 20.0) -> list[dict]:
-    """Every CELLS entry at each K (the budget cuts the tail; compiled cells compile their shading first)."""
+def render_parts(size, ks: list[int], states: list[str], cells: list, device, clock, log,
+                 reserve: float = 15.0) -> list[dict]:
+    """Each (sample rule, fuse) of `cells` at each K and field state on the same scenes (the budget cuts the
+    tail; fused cells compile their shading on first use)."""
     rows = []
     for k in ks:
-        for state, samples, fuse in CELLS:
-            if fuse == "compile" and device.type != "cuda":
-                continue
-            if clock.left() < reserve:
-                rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, "skipped": "budget"})
-                continue
-            row = guarded(lambda: render_cell(size, k, state, samples, fuse, device))
-            rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, **row})
-            log(f"    render K={k} {state} {samples} fuse={fuse}: {row.get('ms', row.get('error'))}")
+        for state in states:
+            scenes = scenes_for(size, k, state, "all", "none", device)
+            for samples, fuse in cells:
+                if (fuse == "compile" and device.type != "cuda") or clock.left() < reserve:
+                    continue
+                row = guarded(partial(render_cell, scenes, size, state, samples, fuse, device))
+                rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, **row})
+                log(f"    render K={k} {state} {samples} fuse={fuse}: {row.get('ms', row.get('error'))}")
+            scenes.clear()
             release(device)
     return rows
 
@@ -119,10 +123,10 @@ def fp8_part(master, size, device, images: tuple[int, ...], cpu_fallback: bool =
     out = {}
     for name, fp8 in (("float16", False), ("fp8", True)):
         den = make_denoiser(copy.deepcopy(master), "float16", FastConfig(fp8=fp8), cpu_fallback=cpu_fallback)
-        out[name] = {"agreement": guarded(lambda: agreement(den, master, size, device, 3))}
+        out[name] = {"agreement": guarded(partial(agreement, den, master, size, device, 3))}
         for n in images:
-            out[name][f"ms_{n}"] = guarded(lambda: unet_call_ms(den, size, device, n))
-        del den
+            out[name][f"ms_{n}"] = guarded(partial(unet_call_ms, den, size, device, n))
+        den = None
         release(device)
     return out
 

@@ -58,9 +58,23 @@ class Results:
         step_s = last["step_ms"] / 1e3 * k / last["k"]
         timed = args.repeats * 2 * max(args.min_steps * step_s, args.repeat_seconds)
         need = min(last["first_step_s"], 10.0) + (args.warmup + 1) * step_s + timed + 0.05 * k
-        if v.compiles and not v.fast.compile_dynamic and self.rows(v.name):
-            need += self.data.get("agreement", {}).get(v.name, {}).get("seconds", 0.0)
-        return need
+        return need + (self.compile_estimate(v) if self.new_graph(v, k) else 0.0)
+
+    def new_graph(self, v, k: int) -> bool:
+        """Whether (v, K) compiles a graph that this run has not compiled yet (batch 4 at the agreement check)."""
+        from gpu_variants import graph_key
+
+        if not v.compiles:
+            return False
+        checked = self.data.get("agreement", {}).get(v.model or v.name, {}).get("n", 3)
+        done = {graph_key(v, r["k"]) for r in self.rows(v.model or v.name)} | {graph_key(v, (checked + 1) // 2)}
+        return graph_key(v, k) not in done
+
+    def compile_estimate(self, v) -> float:
+        """Seconds of one cold compile: this variant's first, else any variant's, else 60."""
+        seconds = [a["seconds"] for n, a in self.data.get("agreement", {}).items() if n.startswith("compile")]
+        own = self.data.get("agreement", {}).get(v.model or v.name, {}).get("seconds")
+        return own or (max(seconds) if seconds else 60.0)
 
 
 # --- verdicts and decisions ----------------------------------------------------------------------------------
@@ -107,7 +121,8 @@ def decisions(d: dict) -> list[str]:
                                            "compile-fp8", "fast-fp8")}
         win = max((v for v in pair if not math.isnan(pair[v])), key=lambda v: pair[v], default=None)
         out.append(f"K={k}: fastest UNet call {win} ({fmt(pair.get(win), '.1f')} scene-it/s); compile / fast "
-                   f"{fmt(pair['compile'] / pair['fast'])}x, NCHW / NHWC compiled {fmt(pair['compile-nchw'] / pair['compile'])}x,"
+                   f"{fmt(pair['compile'] / pair['fast'])}x, NCHW / NHWC eager {fmt(pair['fast-nchw'] / pair['fast'])}x, "
+                   f"compiled {fmt(pair['compile-nchw'] / pair['compile'])}x,"
                    f" dynamic / static {fmt(pair['compile'] / pair['compile-static'])}x, "
                    f"fp8 / fp16 compiled {fmt(pair['compile-fp8'] / pair['compile'])}x")
         opts = {v: rate(d, v, k) for v in ("compile", "compile+inside", "compile+visible", "fast", "fast+visible")}
@@ -161,7 +176,7 @@ def rows_lines(d: dict) -> list[str]:
 
 def parts_lines(d: dict) -> list[str]:
     parts, lines = d.get("stages", {}), []
-    render = [r for r in parts.get("render", {}).get("rows", []) if "ms" in r]
+    render = [r for name in ("render", "render_fused") for r in parts.get(name, {}).get("rows", []) if "ms" in r]
     if render:
         body = [[r["k"], r["state"], r["samples"], r["fuse"], fmt(r["ms"]), f"{fmt(r['min_ms'])}-{fmt(r['max_ms'])}",
                  fmt(r.get("inside_first_view"), ".2f", ""), fmt(r.get("visible"), ".3f", "")] for r in render]
@@ -187,7 +202,9 @@ def compile_lines(d: dict) -> list[str]:
     lines = []
     for name, a in d.get("agreement", {}).items():
         if name.startswith("compile"):
-            lines.append(f"- {name}: first compile (batch 4) {fmt(a.get('seconds'), '.1f')} s")
+            lines.append(f"- {name}: first compile (agreement batch {a.get('n')}) {fmt(a.get('seconds'), '.1f')} s; "
+                         f"per padded shape: " + ", ".join(f"{k} {s:.1f} s" for k, s in
+                                                           d.get("compile_s", {}).get(name, {}).items()))
     for name, probe in d.get("stages", {}).get("compile_probe", {}).items():
         lines.append(f"- new process, {name} Inductor cache: first call {fmt(probe.get('first_call_s'), '.1f')} s, "
                      f"whole process {fmt(probe.get('process_s'), '.1f')} s" if "error" not in probe

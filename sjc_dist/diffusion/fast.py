@@ -23,8 +23,8 @@ import copy
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -371,7 +371,7 @@ class FastDenoiser(Denoiser):
         """x0_hat [B, C, H, W] float32 for x [B, C, H, W] and sigma [B] (VPDenoiser's formula)."""
         if self.call is None:
             return self.inner(x, sigma, cond)
-        sigma = sigma.to(x.device, torch.float32)
+        sigma = self.inner.round_sigma(sigma.to(x.device, torch.float32))  # the snapped tick's for 'snap'
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.inner.prediction_type))
         t = self.inner.sigma_to_t(sigma).to(x.device, torch.float32)
         with torch.no_grad():

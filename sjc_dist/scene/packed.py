@@ -76,7 +76,7 @@ class ExclusiveSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        start, end = ctx.saved_tensors
+        _, end = ctx.saved_tensors
         cs = prefix(grad)
         return (cs.index_select(0, end) - cs[1:]).to(grad.dtype), None, None
 

@@ -17,8 +17,17 @@ from conftest import SD_BETAS, TINY_CONTEXT_DIM
 
 from sjc_dist.diffusion.cfg import CFGDenoiser
 from sjc_dist.diffusion.denoiser import Cond, eps_from_x0
-from sjc_dist.diffusion.fast import (AUTO_COMPILE_AFTER, CompileAfter, FastConfig, FastDenoiser, LayoutCall,
-                                     PaddedCall, bucket_size, fast_config, pad_rows)
+from sjc_dist.diffusion.fast import (
+    AUTO_COMPILE_AFTER,
+    CompileAfter,
+    FastConfig,
+    FastDenoiser,
+    LayoutCall,
+    PaddedCall,
+    bucket_size,
+    fast_config,
+    pad_rows,
+)
 from sjc_dist.diffusion.fp8 import Float8Linear, scale_of, to_float8
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 from sjc_dist.errors import ConfigError

@@ -20,6 +20,7 @@ def bench():
     spec = importlib.util.spec_from_file_location("multi_gpu_sweep", BENCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.sweep_steady = sys.modules["sweep_steady"]
     return module
 
 
@@ -63,6 +64,34 @@ def test_scaling_verdicts(bench):
     four = bench.scaling({**phases, "all": {"steady": {"scene_its_per_s": 280.0}}}, 4, cpu=False)
     assert four["per_device_efficiency"] == pytest.approx(0.875) and four["verdict"] == "missed"
     assert bench.scaling({"one": phases["one"]}, 1, cpu=False)["verdict"] == "n/a"
+
+
+def test_long_rounds_are_compiles_or_waits(bench):
+    """A round 30x its batch's median shows as one long round with its excess over that median."""
+    steady = bench.sweep_steady
+    rows = timeline(0.0, [4] * 10, 0.1)
+    for r in rows[5:]:
+        r[0] += 3.0  # the 6th round took 3.1 s (a compile)
+    out = steady.long_rounds(rows)
+    assert out["rounds"] == 1 and out["excess_s"] == pytest.approx(3.0)
+    assert steady.long_rounds(timeline(0.0, [4] * 10, 0.1))["rounds"] == 0
+
+
+def test_overhead_splits_the_wall_time(bench):
+    steady = bench.sweep_steady
+    rows = timeline(10.0, [1, 2] + [4] * 20 + [2], 0.5)  # first round ends at 10.5, last at 21.5
+    workers = [{"name": "w", "timeline": rows, "first_round_at": rows[0][0], "last_round_at": rows[-1][0]}]
+    record = {"t_start": 0.0, "t_end": 30.0, "wall_s": 30.0, "gpus": 1,
+              "steady": bench.steady_state(workers, k=4, skip=2), "worker_stats": workers}
+    o = steady.overhead(record)
+    win = record["steady"]["window"]
+    assert o["to_first_round_s"] == pytest.approx(10.5) and o["after_last_round_s"] == pytest.approx(8.5)
+    assert o["outside_steady_s"] == pytest.approx(30.0 - (win[1] - win[0]))
+    assert o["ramp_up_s"] == pytest.approx(win[0] - 10.5) and o["ramp_down_s"] == pytest.approx(21.5 - win[1])
+    head = steady.headline(record)
+    assert head["per_gpu"] == pytest.approx(8.0) and head["trials_10k_per_gpu_hour"] == pytest.approx(8 * 0.36)
+    record["overhead"] = o
+    assert steady.targets({"one": record}) == {"steady >= 200 scene-it/s": "missed", "outside steady <= 40 s": "met"}
 
 
 class FakeNvml:

@@ -44,7 +44,7 @@ def test_grouped_steps_equal_separate_steps(foreach):
         with together():
             assert all(opt.step() is None for opt in grouped)  # queued, not yet applied
         for a, g in zip(alone, grouped):
-            for pa, pg in zip(*(sum((grp["params"] for grp in o.param_groups), []) for o in (a, g))):
+            for pa, pg in zip(*([q for grp in o.param_groups for q in grp["params"]] for o in (a, g))):
                 torch.testing.assert_close(pg, pa, rtol=1e-6, atol=1e-7)
                 for key in ("exp_avg", "exp_inf", "step"):
                     if pa in a.state:
