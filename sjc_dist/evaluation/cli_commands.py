@@ -56,8 +56,9 @@ def register(sub) -> None:
     b = sub.add_parser("bench", help="SJC vs SDS: prompts x methods x seeds, evaluated, with a report",
                        formatter_class=fmt, epilog=_eval_epilog())
     b.add_argument("prompts", metavar="PROMPTS", help=f"a prompt file (one a line) or a shipped set: {SHIPPED}")
-    b.add_argument("--methods", default="sjc,sds", help="comma-separated: sjc (guidance.kind paas), sds")
-    b.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    b.add_argument("--methods", default="sjc,sds", help="comma-separated: sjc (guidance.kind paas), sds "
+                                                        "(default sjc,sds)")
+    b.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2 (default 0)")
     b.add_argument("--config", default="toy", help="preset name or YAML file shared by every run (default toy)")
     b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config field for every run (repeatable)")
@@ -114,8 +115,25 @@ def evaluate_command(args) -> int:
     parquet = write_parquet(rows, out / "eval.parquet")
     md = out / "eval.md"
     md.write_text("\n".join(f"> warning: {n}" for n in notes) + "\n" + table_markdown(rows_table(rows)))
-    print(json.dumps({"runs": len(runs), "rows": len(rows), "parquet": str(parquet), "markdown": str(md)}))
+    validation = write_rows_validation(rows, out, "sjc evaluate " + " ".join(args.run_dirs))
+    print(json.dumps({"runs": len(runs), "rows": len(rows), "parquet": str(parquet), "markdown": str(md),
+                      **({"validation": str(validation)} if validation else {})}))
     return 0
+
+
+def write_rows_validation(rows: list[dict], out: Path, command: str) -> Path | None:
+    """Where the evaluated runs have truth: every signal (per judge) against every truth metric, within prompts
+    (validation.py), into out/validation.md (+ .json, .png); None without truth."""
+    from .summary import object_records
+    from .validation import validate
+    from .validation_report import TRUTHS, write_validation
+
+    records, signals = object_records(rows)
+    results = validate(records, signals, list(TRUTHS))
+    if not results:
+        return None
+    title = f"Signal validation: {len(records)} runs over {len({r['prompt'] for r in records})} prompts"
+    return write_validation(results, out, title, command)["markdown"]
 
 
 def bench_command(args) -> int:

@@ -77,3 +77,33 @@ def test_evaluate_runs_reports_every_signal_and_truth(tmp_path, make_config, tin
     auto = evaluate_runs([cube], [tiny_judge], None, EvalConfig(views=4, device="cpu", yaw_step=15.0,
                                                                 fit=False))[0]
     assert math.isnan(auto.fit) and math.isnan(auto.judge_fit)  # fit off; and no judge model for 'empirical'
+
+
+@pytest.mark.slow  # three runs through the whole evaluation CLI (about 15 s on an idle 2-core machine)
+def test_sjc_evaluate_writes_the_validation_section_where_truth_exists(tmp_path, make_config, tiny_clip_dir, capsys):
+    """Three results of one prompt (true, drifted, empty): silhouette IoU orders them, and the section says so."""
+    import json
+
+    from sjc_dist.cli import main
+
+    folders = [truth_run(tmp_path / name, make_config) for name in ("a", "b", "c")]
+    for folder, shift in zip(folders[1:], (5, None)):
+        run = load_saved_run(folder)
+        with torch.no_grad():
+            if shift is None:
+                run.scene.field.grid[0, 0] = -100.0
+            else:
+                run.scene.field.grid.copy_(torch.roll(run.scene.field.grid, shift, dims=-1))
+        from sjc_dist.artifacts import save_field
+
+        save_field(run.scene, folder / "field.safetensors")
+    args = ["evaluate", str(tmp_path), "--executor", "local", "--judges", f"local-dir:{tiny_clip_dir}",
+            "--eval", "views=2", "--eval", "fit=false", "--eval", "truth_azimuths=2", "--eval",
+            "truth_elevations=[0.0]", "--eval", "yaw_step=90", "--eval", "device=cpu", "--out", str(tmp_path / "ev")]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    text = (tmp_path / "ev" / "validation.md").read_text()
+    assert out["validation"].endswith("validation.md") and "within-prompt rho" in text
+    res = json.loads((tmp_path / "ev" / "validation.json").read_text())
+    sil = next(a for a in res if a["truth"] == "silhouette_iou" and a["signal"].endswith("/clip_score"))
+    assert sil["groups"] == 1 and -1 <= sil["rho"] <= 1
