@@ -23,10 +23,19 @@ class ModelNotFoundError(SJCError, FileNotFoundError):
         super().__init__(msg + (f" ({detail})" if detail else ""))
 
 
-class DivergenceError(SJCError, FloatingPointError):
-    """The optimisation produced a NaN or Inf; the last good checkpoint is kept."""
+class ResumeError(SJCError):
+    """`--resume` names a folder that cannot be continued; says what is missing (nothing is written)."""
 
-    def __init__(self, step: int, quantity: str, checkpoint: str | None = None):
+    def __init__(self, run_dir: str, problem: str):
+        self.run_dir, self.problem = run_dir, problem
+        super().__init__(f"cannot resume '{run_dir}': {problem}")
+
+
+class DivergenceError(SJCError, FloatingPointError):
+    """The optimisation produced a NaN or Inf (or a field beyond its bound); the last good checkpoint is kept."""
+
+    def __init__(self, step: int, quantity: str, checkpoint: str | None = None, reason: str = "is NaN or Inf"):
         self.step, self.quantity, self.checkpoint = step, quantity, checkpoint
-        where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint was written yet"
-        super().__init__(f"run diverged at step {step}: {quantity} is NaN or Inf{where}")
+        where = (f"; last good checkpoint and its config.json kept: {checkpoint}" if checkpoint
+                 else "; no checkpoint was written yet")
+        super().__init__(f"run diverged at step {step}: {quantity} {reason}{where}")

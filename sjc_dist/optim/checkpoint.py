@@ -1,4 +1,5 @@
-"""Atomic checkpoints: the run's whole state (theta, optimiser, step, both RNG states) in one file.
+"""Atomic checkpoints: the run's whole state (theta, optimiser, step, both RNG states) in one file, and beside it
+the config that produced it.
 
 Written to a temporary file and renamed, so an interruption never leaves a half-written checkpoint and the
 previous good one survives. Loaded with `weights_only=True`: tensors and plain containers, no code.
@@ -9,12 +10,21 @@ from pathlib import Path
 import torch
 
 
-def save_checkpoint(state: dict, path: str | Path) -> Path:
-    path = Path(path)
+def write_atomic(path: Path, write) -> Path:
+    """`write(tmp)` into a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    write(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def save_checkpoint(state: dict, path: str | Path, config_json: str | None = None) -> Path:
+    """The state into `path`; with `config_json`, that config into config.json beside it, once the state is
+    safely on disk (so the folder's config.json is always the config of its checkpoint)."""
+    path = write_atomic(Path(path), lambda tmp: torch.save(state, tmp))
+    if config_json is not None:
+        write_atomic(path.parent / "config.json", lambda tmp: tmp.write_text(config_json))
     return path
 
 

@@ -1,6 +1,7 @@
 """`optimize`: the only optimisation loop. Steps a run to `steps`, with callbacks every `log_every` steps,
 metrics as JSON lines, checkpoints every `checkpoint_every` steps (only after a finiteness check, so the last
-checkpoint on disk is always a good one), and a progress bar.
+checkpoint on disk is always a good one, saved with the config that produced it), and a progress bar that
+shows the expected remaining time from the first steps.
 """
 import dataclasses
 import json
@@ -9,6 +10,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from ..configtools import to_json
 from .checkpoint import save_checkpoint
 from .run import SJCRun, StepMetrics
 
@@ -43,7 +45,7 @@ def optimize(run: SJCRun, steps: int, run_dir: Path | None = None, callbacks: tu
                     cb(metrics)
             if ckpt is not None and ((checkpoint_every and i % checkpoint_every == 0) or i == end):
                 run.check_finite(last_good)
-                last_good = str(save_checkpoint(run.state_dict(), ckpt))
+                last_good = str(save_checkpoint(run.state_dict(), ckpt, to_json(run.cfg)))
     finally:
         bar.close()
         if log is not None:

@@ -6,6 +6,7 @@ The step is split into `begin` (render, perturb), `denoise`, `loss` and `apply` 
 SceneBatch can render its scenes in one pass, share one denoiser forward and one backward between them. Randomness: a CPU generator (cameras, sigma) and a generator on the device
 (noise), both seeded from the config and saved in checkpoints, so a resumed run retraces the same path.
 """
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,7 @@ from ..scene.cameras import Cameras, view_labels
 from ..scene.render import RenderOutput
 from ..scene.scenes import ImageScene, VoxelScene
 from .losses import center_depth, emptiness, emptiness_weight
-from .optimizer import make_optimizer
+from .optimizer import MAX_FIELD_ABS, make_optimizer
 
 
 @dataclass
@@ -162,13 +163,21 @@ class SJCRun:
 
     # --- health and metrics ---------------------------------------------------------------------------
     def check_finite(self, checkpoint: str | None = None) -> None:
-        """Raise DivergenceError naming the first step whose loss was NaN/Inf, or if theta is not finite."""
-        bad = int(self._first_bad)
+        """Raise DivergenceError naming the first step whose loss was NaN/Inf, or a parameter that is NaN/Inf or
+        finite but exploded: max |theta| > MAX_FIELD_ABS (optimizer.py gives the bound's reasons). One host sync
+        for all parameters together, at the logging cadence."""
+        names, params = zip(*self.scene.named_parameters())
+        peaks = [p.detach().abs().amax().float() for p in params]  # NaN stays NaN
+        bad, *peaks = torch.stack([self._first_bad.float(), *peaks]).tolist()
         if bad >= 0:
-            raise DivergenceError(bad, "the loss", checkpoint)
-        for name, prm in self.scene.named_parameters():
-            if not torch.isfinite(prm).all():
+            raise DivergenceError(int(bad), "the loss", checkpoint)
+        for name, peak in zip(names, peaks):
+            if not math.isfinite(peak):
                 raise DivergenceError(self.step_index - 1, f"parameter '{name}'", checkpoint)
+            if peak > MAX_FIELD_ABS:
+                raise DivergenceError(self.step_index - 1, f"parameter '{name}'", checkpoint,
+                                      f"reached |x| = {peak:.3g}, past the bound {MAX_FIELD_ABS:g} of a healthy "
+                                      f"field (a learning rate far too large?)")
 
     def metrics(self) -> StepMetrics:
         """Metrics of the last step (this reads from the device: call it at the logging cadence)."""
@@ -199,7 +208,7 @@ def check_sigma_range(lo: float, hi: float, model_min: float, model_max: float) 
     """The resolved sigma window must be ordered and inside the model's range."""
     tol = 1e-4
     if not lo < hi:
-        raise ConfigError("sigma.min", lo, f"less than sigma.max = {hi}")
+        raise ConfigError("sigma.min", lo, f"must be less than sigma.max = {hi}")
     if lo < model_min * (1 - tol) or hi > model_max * (1 + tol):
         raise ConfigError("sigma.min/sigma.max", (lo, hi),
-                          f"inside the model's range [{model_min:.4g}, {model_max:.4g}]")
+                          f"must be inside the model's range [{model_min:.4g}, {model_max:.4g}]")

@@ -1,13 +1,17 @@
 """A NaN from the denoiser stops `optimize` with a DivergenceError naming the first bad step, and the checkpoint
-left on disk is the last good one (finite, from before that step)."""
+left on disk is the last good one (finite, from before that step), with its config beside it. A field that
+explodes while staying finite (max |theta| > MAX_FIELD_ABS) is divergence too."""
 import pytest
 import torch
 
+from sjc_dist.config import RunConfig, load_config
+from sjc_dist.configtools import to_json
 from sjc_dist.diffusion.denoiser import Denoiser
 from sjc_dist.diffusion.load import Model
 from sjc_dist.errors import DivergenceError
 from sjc_dist.optim.checkpoint import load_checkpoint
 from sjc_dist.optim.loop import optimize
+from sjc_dist.optim.optimizer import MAX_FIELD_ABS
 from sjc_dist.optim.run import SJCRun
 
 
@@ -51,3 +55,36 @@ def test_nan_before_any_checkpoint(make_config, empirical_model, tmp_path):
     with pytest.raises(DivergenceError, match="step 0.*no checkpoint was written yet"):
         optimize(run, cfg.steps, tmp_path, log_every=2, checkpoint_every=2, progress=False)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_the_config_beside_the_last_good_checkpoint_is_the_one_that_made_it(make_config, empirical_model, tmp_path):
+    good = make_config("steps=12")
+    optimize(SJCRun(good, empirical_model), good.steps, tmp_path, stop_after=4, log_every=2, checkpoint_every=2,
+             progress=False)
+    assert (tmp_path / "config.json").read_text() == to_json(good)
+    bad = make_config("steps=12", "guidance.weight=7")  # resumed with other settings, diverging at once
+    run = SJCRun(bad, nan_model(empirical_model, start=0))
+    run.load_state_dict(load_checkpoint(tmp_path / "checkpoint.pt"))
+    with pytest.raises(DivergenceError, match="its config.json kept"):
+        optimize(run, bad.steps, tmp_path, log_every=2, checkpoint_every=2, progress=False)
+    assert (tmp_path / "config.json").read_text() == to_json(good)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
+
+
+@pytest.mark.parametrize("name", ["field.grid", "field.d_scale", "background.texture"])
+def test_a_field_that_explodes_while_finite_is_divergence(name, make_config, empirical_model):
+    run = SJCRun(make_config("steps=4"), empirical_model)
+    for _ in range(2):
+        run.step()
+    run.check_finite()  # healthy
+    with torch.no_grad():
+        dict(run.scene.named_parameters())[name].view(-1)[0] = -2 * MAX_FIELD_ABS  # finite, past the bound
+    with pytest.raises(DivergenceError, match=rf"step 1: parameter '{name}' reached \|x\| = 2e\+04, past the bound"):
+        run.check_finite()
+
+
+def test_the_bound_is_far_past_what_the_official_and_toy_settings_can_reach():
+    """Adamax moves a value by at most about lr per step: the official settings reach at most lr x steps = 500
+    from an N(0, 1) start (toy preset runs on the GPU stayed within |theta| < 10: eval/bench/field_magnitudes.py)."""
+    for cfg in (RunConfig(), load_config("toy", validate=False)):
+        assert MAX_FIELD_ABS >= 20 * cfg.optim.lr * cfg.steps
