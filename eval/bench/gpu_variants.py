@@ -226,7 +226,7 @@ def run_variant(v: Variant, models: Models, master, size, args, device, results,
     """All K of one variant; each K's failure is recorded and stops the variant's larger K."""
     if v.compiles and device.type != "cuda":
         return results.skip(v, "torch.compile is measured on the GPU only")
-    if v.compiles and not v.model and results.clock.left() < args.compile_reserve:
+    if v.compiles and v.model not in models.built and results.clock.left() < args.compile_reserve:
         return results.skip(v, f"budget: {results.clock.left():.0f}s left < --compile-reserve "
                                f"{args.compile_reserve:.0f}s")
     log(f"variant {v.name}: {v.note}")
