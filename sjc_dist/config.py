@@ -71,25 +71,28 @@ class RunConfig:
         """Cross-field checks; raises ConfigError naming the field. Returns self."""
         s, c = self.sigma, self.camera
         if s.min is not None and s.max is not None and s.min >= s.max:
-            raise ConfigError("sigma.min", s.min, f"less than sigma.max = {s.max}")
+            raise ConfigError("sigma.min", s.min, f"must be less than sigma.max = {s.max}")
         for lo, hi in (("radius_min", "radius_max"), ("fov_min", "fov_max"), ("elevation_min", "elevation_max")):
             if getattr(c, lo) > getattr(c, hi):
-                raise ConfigError(f"camera.{lo}", getattr(c, lo), f"at most camera.{hi} = {getattr(c, hi)}")
+                raise ConfigError(f"camera.{lo}", getattr(c, lo), f"must be at most camera.{hi} = {getattr(c, hi)}")
         if self.guidance.through_vae and self.guidance.kind != "sds":
-            raise ConfigError("guidance.through_vae", True, "false unless guidance.kind is 'sds'")
+            raise ConfigError("guidance.through_vae", True, "must be false unless guidance.kind is 'sds'")
         path = model_path(self.model.name)  # raises ModelNotFoundError
         text_model = path is None or (path / "text_encoder").is_dir()
         if text_model and not self.prompt.text.strip():
-            raise ConfigError("prompt.text", self.prompt.text, "a non-empty prompt (the model is text-conditioned)")
+            raise ConfigError("prompt.text", self.prompt.text,
+                              "must be a non-empty prompt (the model is text-conditioned)")
         if path is None:  # the empirical model is made of one toy object's renders
             from .toyworld.shapes import captions, parse
             try:
                 parse(self.prompt.text)
             except ValueError:
                 raise ConfigError("prompt.text", self.prompt.text,
-                                  "a toy-world caption for model 'empirical': " + ", ".join(captions())) from None
+                                  "must be a toy-world caption for model 'empirical': "
+                                  + ", ".join(captions())) from None
         if "{prompt}" not in self.prompt.view_template or "{view}" not in self.prompt.view_template:
-            raise ConfigError("prompt.view_template", self.prompt.view_template, "a string with {view} and {prompt}")
+            raise ConfigError("prompt.view_template", self.prompt.view_template,
+                              "must be a string with {view} and {prompt}")
         return self
 
 

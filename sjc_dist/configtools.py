@@ -39,6 +39,11 @@ def _range_text(meta: dict) -> str:
     return " and ".join(parts) if parts else "any value of the field's type"
 
 
+def _rule(meta: dict) -> str:
+    """The allowed range as an error's rule: 'must be >= 1', 'must be one of 'a', 'b''."""
+    return "must be " + _range_text(meta)
+
+
 def _is_optional(tp: Any) -> tuple[bool, Any]:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -53,7 +58,7 @@ def _coerce(path: str, value: Any, tp: Any, meta: dict) -> Any:
     if value is None or (isinstance(value, str) and value.lower() in ("null", "none") and optional):
         if optional:
             return None
-        raise ConfigError(path, value, f"a value is required ({_range_text(meta)})")
+        raise ConfigError(path, value, f"a value is required ({_rule(meta)})")
     try:
         if base is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -77,7 +82,7 @@ def _coerce(path: str, value: Any, tp: Any, meta: dict) -> Any:
             seq = yaml.safe_load(value) if isinstance(value, str) else value
             return tuple(float(v) for v in seq)
     except (TypeError, ValueError):
-        raise ConfigError(path, value, f"a {getattr(base, '__name__', base)} ({_range_text(meta)})") from None
+        raise ConfigError(path, value, f"must be a {getattr(base, '__name__', base)} ({_range_text(meta)})") from None
     return value
 
 
@@ -86,16 +91,16 @@ def check_field(path: str, value: Any, meta: dict) -> None:
     if value is None:
         return
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(path, value, f"a finite number ({_range_text(meta)})")
+        raise ConfigError(path, value, f"must be a finite number ({_range_text(meta)})")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(path, value, _range_text(meta))
+        raise ConfigError(path, value, _rule(meta))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         bad = ((meta.get("ge") is not None and value < meta["ge"]) or
                (meta.get("gt") is not None and value <= meta["gt"]) or
                (meta.get("le") is not None and value > meta["le"]) or
                (meta.get("lt") is not None and value >= meta["lt"]))
         if bad:
-            raise ConfigError(path, value, _range_text(meta))
+            raise ConfigError(path, value, _rule(meta))
 
 
 def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
@@ -200,18 +205,21 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def help_lines(cls: type, prefix: str = "") -> list[str]:
-    """One line per leaf field: dotted key, default, allowed range and help, for `--help`."""
+def help_lines(cls: type, prefix: str = "", values: dict | None = None) -> list[str]:
+    """One line per leaf field: dotted key, default, allowed range and help, for `--help`. With `values` (the
+    flattened config that will run, e.g. a preset's), each line shows that value beside the default:
+    `steps = 800 (default 10000)`."""
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        tp = hints[f.name]
+        key, tp = prefix + f.name, hints[f.name]
         if dataclasses.is_dataclass(tp):
-            lines += help_lines(tp, prefix + f.name + ".")
+            lines += help_lines(tp, key + ".", values)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         meta = dict(f.metadata)
         rng = _range_text(meta)
         rng = "" if rng.startswith("any value") else f" [{rng}]"
-        lines.append(f"  {prefix + f.name} (default {default!r}){rng}: {meta.get('help', '')}")
+        shown = f" = {values[key]!r}" if values is not None and key in values else ""
+        lines.append(f"  {key}{shown} (default {default!r}){rng}: {meta.get('help', '')}")
     return lines

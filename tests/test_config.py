@@ -136,3 +136,40 @@ def test_every_leaf_has_help_and_a_default():
     for key, line in zip(keys, lines):
         assert line.strip().startswith(f"{key} (default ")
         assert len(line.split(": ", 1)[-1].strip()) > 5  # a real sentence of help
+
+
+@pytest.mark.parametrize("overrides,rule", [
+    (["sigma.min=5", "sigma.max=1"], "must be less than sigma.max = 1.0"),
+    (["camera.radius_min=3", "camera.radius_max=2"], "must be at most camera.radius_max = 2.0"),
+    (["steps=0"], "must be >= 1"),
+    (["guidance.weight=-1"], "must be >= 0.0"),
+    (["emptiness.lambda1=nan"], "must be a finite number"),
+    (["model.dtype=float8"], "must be one of 'auto'"),
+    (["optim.lr=1e39"], "must be > 0.0 and <= 1000.0"),
+])
+def test_range_errors_say_what_the_value_must_be(overrides, rule):
+    with pytest.raises(ConfigError) as info:
+        load_config(BASE, overrides)
+    assert f"is not allowed: {rule}" in str(info.value)
+
+
+def test_learning_rates_are_bounded_where_adamax_stays_representable():
+    """Adamax's first step multiplies lr by 1 / (1 - beta1) = 10: lr 1e38 overflows float32 inside torch (a raw
+    RuntimeError), so the edge stops far below, at MAX_LR."""
+    from sjc_dist.optim.optimizer import MAX_FIELD_ABS, MAX_LR
+
+    assert load_config(BASE, [f"optim.lr={MAX_LR}", f"optim.lr_background={MAX_LR}"]).optim.lr == MAX_LR
+    for key in ("optim.lr", "optim.lr_background"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(BASE, [f"{key}={MAX_LR * 10}"])
+    assert MAX_LR < MAX_FIELD_ABS  # one step of the largest lr cannot pass the divergence bound by itself
+
+
+def test_help_lines_show_given_values_beside_the_defaults():
+    from sjc_dist.configtools import help_lines
+
+    values = flatten(to_dict(load_config("toy", validate=False)))
+    lines = help_lines(RunConfig, values=values)
+    assert len(lines) == len(values)
+    steps = next(line for line in lines if line.startswith("  steps "))
+    assert steps.startswith(f"  steps = {values['steps']} (default {RunConfig().steps}) [>= 1]: ")

@@ -1,5 +1,6 @@
 """The engine's commands end to end at a tiny budget: `sjc run`, `sjc run --resume`, `sjc image`, on the
-'empirical' model (the exact denoiser of toy-world renders, no weights needed)."""
+'empirical' model (the exact denoiser of toy-world renders, no weights needed). The end-of-run scoring has its
+own tests (tests/test_run_end.py); here it is off (`--no-eval`) to keep these fast."""
 import json
 
 from PIL import Image
@@ -8,7 +9,8 @@ from sjc_dist.cli import main
 
 TINY = ["--config", "empirical", "--prompt", "a red cube", "--device", "cpu", "--set", "field.grid_size=8",
         "--set", "render.step=0.25", "--set", "output.eval_views=2", "--set", "output.turntable_frames=2",
-        "--set", "output.progress=false", "--set", "output.log_every=1", "--set", "output.checkpoint_every=1"]
+        "--set", "output.progress=false", "--set", "output.log_every=1", "--set", "output.checkpoint_every=1",
+        "--no-eval"]
 
 
 def run_dir_of(capsys) -> str:
@@ -22,7 +24,7 @@ def test_run_then_resume(tmp_path, capsys):
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "field.safetensors", "views.png", "depth.png",
                  "turntable.gif", "summary.json"):
         assert (out / name).is_file(), name
-    assert main(["run", "--resume", str(out), "--steps", "4"]) == 0
+    assert main(["run", "--resume", str(out), "--steps", "4", "--no-eval"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["resumed_from"], summary["steps"]) == (2, 4)
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
