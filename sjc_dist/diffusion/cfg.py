@@ -1,11 +1,18 @@
 """Classifier-free guidance as a Denoiser: D = D_u + w (D_c - D_u) (equal to eps_u + w (eps_c - eps_u)).
 
 The conditional and unconditional halves run as one batched call of 2B samples; w is a scalar or [B].
+Comparing with threestudio: its `guidance_scale` s forms eps_c + s (eps_c - eps_u) = eps_u + (s + 1)(eps_c - eps_u),
+so its s is our weight w = s + 1 (its stable-diffusion guidance default 100 is our w = 101).
 """
 import torch
 from torch import Tensor
 
 from .denoiser import Cond, Denoiser, append_dims
+
+
+def guided(d_u: Tensor, delta: Tensor, weight: Tensor) -> Tensor:
+    """D_u + w Delta for denoised [N, C, H, W], guidance direction Delta [N, C, H, W] and weight [N]."""
+    return d_u + append_dims(weight.to(d_u), d_u.ndim) * delta
 
 
 class CFGDenoiser(Denoiser):
@@ -22,4 +29,4 @@ class CFGDenoiser(Denoiser):
         both = Cond(context=torch.cat([cond.uncond, cond.context]))
         d_u, d_c = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
         w = cond.weight if cond.weight is not None else torch.full_like(sigma, float(self.weight))
-        return d_u + append_dims(w.to(d_u), x.ndim) * (d_c - d_u)
+        return guided(d_u, d_c - d_u, w)

@@ -3,7 +3,7 @@
 Shapes: x [B, C, H, W], sigma [B] (one noise level per sample), output float32 [B, C, H, W].
 Score: grad log p_sigma(x) ~= (D(x; sigma) - x) / sigma^2 (Tweedie). Wrappers such as CFG are Denoisers too.
 """
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -16,15 +16,20 @@ class Cond:
     context: text embeddings [B, L, D] (None for an unconditional model).
     uncond: the negative/empty-prompt embeddings [B, L, D] used by classifier-free guidance (None: no CFG).
     weight: per-sample CFG weight [B] (None: the CFGDenoiser's own weight).
+    negative: an estimator's own negative prompt [B, L, D] (CSD, NFSD; uncond is then the empty prompt), or None.
+    views: Perp-Neg's other-view prompts [B, K, L, D] and view_weight their weights [B, K] (<= 0), or None.
     """
 
     context: Tensor | None = None
     uncond: Tensor | None = None
     weight: Tensor | None = None
+    negative: Tensor | None = None
+    views: Tensor | None = None
+    view_weight: Tensor | None = None
 
     def select(self, index: Tensor | slice) -> "Cond":
         pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return Cond(pick(self.context), pick(self.uncond), pick(self.weight))
+        return Cond(*(pick(getattr(self, f.name)) for f in fields(self)))
 
     def without_guidance(self) -> "Cond":
         return replace(self, uncond=None, weight=None)
@@ -34,8 +39,7 @@ class Cond:
         """Concatenate the conditioning of several batches (scenes) into one."""
         def join(ts):
             return None if any(t is None for t in ts) else torch.cat(ts)
-        return Cond(join([c.context for c in conds]), join([c.uncond for c in conds]),
-                    join([c.weight for c in conds]))
+        return Cond(*(join([getattr(c, f.name) for c in conds]) for f in fields(Cond)))
 
 
 class Denoiser:

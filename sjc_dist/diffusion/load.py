@@ -36,8 +36,10 @@ class ModelConfig:
     device: str = opt("auto", "'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
     dtype: str = opt("auto", "UNet precision; auto = float16 on GPU, float32 on CPU",
                      choices=("auto", "float32", "float16", "bfloat16"))
-    sigma_to_t: str = opt("nearest", "timestep of a continuous sigma: nearest tick, or interpolated in log-sigma",
-                          choices=("nearest", "interp"))
+    sigma_to_t: str = opt("nearest", "timestep of a continuous sigma: nearest tick in log-sigma, interpolated in "
+                                     "log-sigma (both keep the continuous sigma in the scalings), or snap (the "
+                                     "official code: nearest tick in linear sigma, used in the scalings too)",
+                          choices=("nearest", "interp", "snap"))
     fast: bool = opt(True, "on a GPU, call the UNet through FastDenoiser (half precision, channels-last, one "
                            "CUDA graph per padded batch size); ignored on a CPU")
     compile: str = opt("auto", "with model.fast on a GPU: torch.compile mode of the UNet, under the CUDA graphs. "

@@ -4,8 +4,12 @@ SJC Sec. 3.2 / EDM Table 1: sigma_t = sqrt((1 - abar_t) / abar_t); the UNet sees
 the timestep t whose sigma_t matches, and D = c_skip x + c_out F(c_in x; t) with
   eps:  c_skip = 1,               c_out = -sigma,                 c_in = 1 / sqrt(1 + sigma^2)
   v:    c_skip = 1 / (1 + sigma^2), c_out = -sigma / sqrt(1 + sigma^2), c_in = 1 / sqrt(1 + sigma^2)
-The timestep for a continuous sigma is the nearest tick in log-sigma ("nearest", the official code's choice,
-exact for sigmas drawn from the ticks) or the fractional t interpolated linearly in log-sigma ("interp").
+The timestep for a continuous sigma: "nearest", the nearest tick in log-sigma with the scalings at the continuous
+sigma (k-diffusion's quantized mode), "interp", the fractional t interpolated linearly in log-sigma (k-diffusion's
+default), both keeping the continuous sigma in the scalings; or "snap", the
+official SJC code's rule (adapt_sd.py `snap_t_to_nearest_tick`): the nearest tick in *linear* sigma, whose sigma
+then replaces the continuous one in the scalings too (D = z - sigma_tick eps(z / sqrt(1 + sigma_tick^2))). All three
+agree exactly for sigmas drawn from the ticks (the official `ticks` sampler); they differ between ticks.
 """
 import torch
 from torch import Tensor
@@ -13,6 +17,7 @@ from torch import Tensor
 from .denoiser import Cond, Denoiser, append_dims
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+SIGMA_TO_T = ("nearest", "interp", "snap")
 
 
 def vp_sigmas(alphas_cumprod: Tensor) -> Tensor:
@@ -36,8 +41,8 @@ class VPDenoiser(Denoiser):
 
     def __init__(self, unet: torch.nn.Module, alphas_cumprod: Tensor, prediction_type: str = "epsilon",
                  sigma_to_t: str = "nearest", dtype: torch.dtype = torch.float32, is_latent: bool = False):
-        if sigma_to_t not in ("nearest", "interp"):
-            raise ValueError(f"sigma_to_t must be 'nearest' or 'interp', got {sigma_to_t!r}")
+        if sigma_to_t not in SIGMA_TO_T:
+            raise ValueError(f"sigma_to_t must be one of {SIGMA_TO_T}, got {sigma_to_t!r}")
         coefficients(torch.ones(1), prediction_type)  # validates prediction_type
         self.unet, self.prediction_type, self.mode, self.dtype = unet, prediction_type, sigma_to_t, dtype
         device = next(unet.parameters()).device
@@ -49,7 +54,9 @@ class VPDenoiser(Denoiser):
         self.conditional = hasattr(cfg, "cross_attention_dim") and cfg.cross_attention_dim is not None
 
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
-        """Timestep for each sigma [B]: nearest tick (long) or interpolated in log-sigma (float)."""
+        """Timestep for each sigma [B]: nearest tick (long; in linear sigma for "snap") or interpolated (float)."""
+        if self.mode == "snap":
+            return (sigma.float().to(self.sigmas.device)[:, None] - self.sigmas[None]).abs().argmin(dim=1)
         log_s = sigma.float().log().to(self.log_sigmas.device)
         if self.mode == "nearest":
             return (log_s[:, None] - self.log_sigmas[None]).abs().argmin(dim=1)
@@ -58,8 +65,14 @@ class VPDenoiser(Denoiser):
         lo_v, hi_v = self.log_sigmas[hi - 1], self.log_sigmas[hi]
         return (hi - 1).float() + (log_s - lo_v) / (hi_v - lo_v)
 
+    def round_sigma(self, sigma: Tensor) -> Tensor:
+        """The sigma [B] the scalings use: the snapped tick's for "snap", else sigma itself."""
+        if self.mode != "snap":
+            return sigma
+        return self.sigmas[self.sigma_to_t(sigma)].to(sigma)
+
     def __call__(self, x: Tensor, sigma: Tensor, cond: Cond | None = None) -> Tensor:
-        sigma = sigma.to(x.device, torch.float32)
+        sigma = self.round_sigma(sigma.to(x.device, torch.float32))
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in coefficients(sigma, self.prediction_type))
         t = self.sigma_to_t(sigma).to(x.device)
         kwargs = {}

@@ -153,3 +153,21 @@ def test_conditional_unet_requires_context(tiny_unet):
         den(torch.zeros(1, 4, 8, 8), torch.ones(1), None)
     with pytest.raises(ValueError, match="sigma_to_t"):
         VPDenoiser(tiny_unet, sd_scheduler().alphas_cumprod, sigma_to_t="linear")
+
+
+def test_snap_is_the_official_linear_rule_with_the_snapped_sigma(tiny_unet, generator):
+    """adapt_sd.py: j = argmin |sigma - us| (linear), then D = x - us[j] eps(x / sqrt(1 + us[j]^2); t_j). Between
+    ticks a < b, sigmas in (sqrt(ab), (a + b) / 2) are nearer b in log but nearer a in linear sigma."""
+    spy = SpyUNet(tiny_unet)
+    den = VPDenoiser(spy, sd_scheduler().alphas_cumprod, sigma_to_t="snap")
+    a, b = float(den.sigmas[700]), float(den.sigmas[701])
+    sigma = torch.tensor([(math.sqrt(a * b) + (a + b) / 2) / 2])
+    assert VPDenoiser(tiny_unet, sd_scheduler().alphas_cumprod).sigma_to_t(sigma).tolist() == [701]
+    x = torch.randn(1, 4, 8, 8, generator=generator) * 3
+    d = den(x, sigma, context(1, generator))
+    sample, t, f = spy.calls[-1]
+    assert t.tolist() == [700]
+    torch.testing.assert_close(sample, x / math.sqrt(1 + a**2), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(d, x - a * f, rtol=1e-5, atol=1e-5)
+    on_tick = den.sigmas[[10, 500]]  # identical to 'nearest' on the ticks themselves
+    assert den.sigma_to_t(on_tick).tolist() == [10, 500]
