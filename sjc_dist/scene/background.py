@@ -1,5 +1,6 @@
 """Backgrounds seen by rays that leave the box: a learnable texture on the sphere of directions
-(the official 4x4 texture, spherical uv, its own small learning rate) or a fixed solid colour.
+(the official 4x4 texture, spherical uv, its own small learning rate, initialised N(value, init_std^2) with the
+official std 1: voxnerf's `torch.randn` bg) or a fixed solid colour.
 `forward(dirs [..., 3]) -> [..., C]`.
 """
 import math
@@ -19,18 +20,21 @@ class BackgroundConfig:
     kind: str = opt("texture", "learnable texture over ray directions (official) or a fixed solid colour",
                     choices=("texture", "solid"))
     texture_hw: int = opt(4, "texture height and width (official 4x4)", ge=1, le=256)
-    value: float = opt(0.0, "initial (texture) or fixed (solid) value of every channel, in model space")
+    value: float = opt(0.0, "initial mean (texture) or fixed (solid) value of every channel, in model space")
+    init_std: float = opt(1.0, "texture: std of its N(value, std^2) initial texels (official: 1)", ge=0.0)
     depth: float = opt(10.0, "depth assigned to background pixels in depth renders", gt=0.0)
 
 
 class Background(nn.Module):
     """A [1, C, h, w] texture indexed by (azimuth, polar angle) of the ray; frozen when kind is solid."""
 
-    def __init__(self, cfg: BackgroundConfig, channels: int):
+    def __init__(self, cfg: BackgroundConfig, channels: int, generator: torch.Generator | None = None):
         super().__init__()
         hw = cfg.texture_hw if cfg.kind == "texture" else 1
-        self.texture = nn.Parameter(torch.full((1, channels, hw, hw), float(cfg.value)),
-                                    requires_grad=cfg.kind == "texture")
+        texture = torch.full((1, channels, hw, hw), float(cfg.value))
+        if cfg.kind == "texture" and cfg.init_std > 0:
+            texture += cfg.init_std * torch.randn(texture.shape, generator=generator)
+        self.texture = nn.Parameter(texture, requires_grad=cfg.kind == "texture")
         self.cfg = cfg
 
     def forward(self, dirs: Tensor) -> Tensor:

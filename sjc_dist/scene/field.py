@@ -5,14 +5,19 @@ Trilinear interpolation of the raw values, then tau = softplus(raw * e^{d_scale}
 activation, d_scale a learnable scalar initialised at 0); features are raw ("none") or tanh-squashed.
 Grid axes follow grid_sample: index [z, y, x] for a point (x, y, z) / L in [-1, 1].
 `sample_fields` samples K fields of one shape in one batched grid_sample (the renderer's batched-scenes path).
+Coarse-to-fine (off by default, as in the official code): the grid starts at `coarse_size` and is upsampled at the
+fractions `upsample_at` of the run, its side growing log-linearly to `grid_size` (TensoRF's rule); `grid_size` is
+always the final size, so readers of a finished field rebuild it from the config alone.
 """
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..configtools import opt
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -25,14 +30,44 @@ class FieldConfig:
     feature_activation: str = opt("none", "features as raw values (official, SD latents) or tanh in [-1, 1]",
                                   choices=("none", "tanh"))
     init_feature_std: float = opt(1.0, "std of the N(0, s^2) initial features (official: 1)", ge=0.0)
+    coarse_size: int = opt(0, "coarse-to-fine: the side the grid starts at (0 = grid_size throughout, official)",
+                           ge=0, le=512)
+    upsample_at: tuple[float, ...] = opt((0.25, 0.5), "coarse-to-fine: fractions of the run at which the grid is "
+                                                      "upsampled (trilinear), its side growing log-linearly from "
+                                                      "coarse_size to grid_size")
+
+    def __post_init__(self):
+        if self.coarse_size == 0:
+            return
+        if not 2 <= self.coarse_size < self.grid_size:
+            raise ConfigError("field.coarse_size", self.coarse_size,
+                              f"0, or in [2, field.grid_size = {self.grid_size})")
+        at = self.upsample_at
+        if not at or any(not 0 < a < 1 for a in at) or list(at) != sorted(set(at)):
+            raise ConfigError("field.upsample_at", at, "increasing fractions in (0, 1), at least one")
+
+    def sizes(self) -> list[int]:
+        """The grid side of each stage: coarse_size ... grid_size (one stage when coarse-to-fine is off)."""
+        if self.coarse_size == 0:
+            return [self.grid_size]
+        m, lo, hi = len(self.upsample_at), math.log(self.coarse_size), math.log(self.grid_size)
+        return [round(math.exp(lo + j / m * (hi - lo))) for j in range(m + 1)]
+
+    def size_at(self, step: int, n_steps: int) -> int:
+        """The grid side during step `step` of `n_steps`: stage j + 1 starts at step floor(upsample_at[j] n_steps)."""
+        sizes = self.sizes()
+        starts = [math.floor(a * n_steps) for a in self.upsample_at] if len(sizes) > 1 else []
+        return sizes[sum(step >= s for s in starts)]
 
 
 class VoxelField(nn.Module):
     """`query(points [..., 3]) -> (tau [...], features [..., C])`; zero density outside the box."""
 
-    def __init__(self, cfg: FieldConfig, channels: int, generator: torch.Generator | None = None):
+    def __init__(self, cfg: FieldConfig, channels: int, generator: torch.Generator | None = None,
+                 size: int | None = None):
         super().__init__()
-        n = cfg.grid_size
+        n = size or cfg.grid_size
+        cfg = replace(cfg, grid_size=n, coarse_size=0) if n != cfg.grid_size else cfg
         grid = torch.zeros(1, 1 + channels, n, n, n)
         grid[:, 1:] = torch.randn(1, channels, n, n, n, generator=generator) * cfg.init_feature_std
         self.grid = nn.Parameter(grid)
@@ -42,6 +77,15 @@ class VoxelField(nn.Module):
     @property
     def bbox_len(self) -> float:
         return self.cfg.bbox_len
+
+    @property
+    def size(self) -> int:
+        return self.grid.shape[-1]
+
+    def set_grid(self, grid: Tensor) -> None:
+        """Replace the grid parameter (any side N); cfg.grid_size follows it."""
+        self.grid = nn.Parameter(grid)
+        self.cfg = replace(self.cfg, grid_size=grid.shape[-1], coarse_size=0)
 
     def activate(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         """raw [..., 1 + C] -> (tau [...], features [..., C])."""
@@ -66,6 +110,13 @@ class VoxelField(nn.Module):
         """Activated features at the voxel centres, [C, N, N, N]."""
         with torch.no_grad():
             return self.activate(self.grid[0].permute(1, 2, 3, 0))[1].permute(3, 0, 1, 2)
+
+
+@torch.no_grad()
+def resample_grid(grid: Tensor, n: int) -> Tensor:
+    """A grid [1, C, N, N, N] (or an optimiser moment of it) trilinearly resampled to [1, C, n, n, n] at the same
+    world points (align_corners=True, as `sample_fields` reads it)."""
+    return F.interpolate(grid.detach(), size=(n, n, n), mode="trilinear", align_corners=True)
 
 
 def activate(raw: Tensor, d_scale: Tensor, density_shift: float, feature_activation: str) -> tuple[Tensor, Tensor]:

@@ -18,10 +18,10 @@ class VoxelScene(nn.Module):
 
     def __init__(self, field: FieldConfig, background: BackgroundConfig, camera: CameraConfig, channels: int,
                  resolution: int, step: float, generator: torch.Generator | None = None, samples: str = "all",
-                 fuse: str = "none"):
+                 fuse: str = "none", size: int | None = None):
         super().__init__()
-        self.field = VoxelField(field, channels, generator)
-        self.background = Background(background, channels)
+        self.field = VoxelField(field, channels, generator, size)  # size: a coarse-to-fine run's first side
+        self.background = Background(background, channels, generator)
         self.cameras = CameraSampler(camera, resolution)
         self.step, self.samples, self.fuse = step, samples, fuse  # how it renders (RenderConfig)
 

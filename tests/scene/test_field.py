@@ -1,9 +1,12 @@
-"""VoxelField queries (grid values at voxel centres, zero density outside the box) and Background kinds."""
+"""VoxelField queries (grid values at voxel centres, zero density outside the box), coarse-to-fine sizes and
+resampling, and Background kinds with the official N(0, 1) texture start."""
+import pytest
 import torch
 import torch.nn.functional as F
 
+from sjc_dist.errors import ConfigError
 from sjc_dist.scene.background import Background, BackgroundConfig
-from sjc_dist.scene.field import FieldConfig, VoxelField
+from sjc_dist.scene.field import FieldConfig, VoxelField, resample_grid
 from sjc_dist.toyworld.shapes import grid_points
 
 
@@ -36,3 +39,47 @@ def test_background_kinds():
     texture = Background(BackgroundConfig(kind="texture", texture_hw=4), 3)
     assert texture.texture.requires_grad and texture.texture.shape == (1, 3, 4, 4)
     assert texture(dirs).shape == (5, 7, 3)
+
+
+def test_texture_background_starts_at_the_official_normal():
+    """voxnerf: bg = torch.randn(1, c, hw, hw); here N(value, init_std^2) from the scene's generator."""
+    cfg = BackgroundConfig(kind="texture", texture_hw=64, value=0.0, init_std=1.0)
+    tex = Background(cfg, 4, torch.Generator().manual_seed(0)).texture.detach()
+    assert abs(float(tex.mean())) < 0.05 and abs(float(tex.std()) - 1.0) < 0.05
+    again = Background(cfg, 4, torch.Generator().manual_seed(0)).texture.detach()
+    torch.testing.assert_close(tex, again)
+    flat = Background(BackgroundConfig(kind="texture", value=0.2, init_std=0.0), 3).texture
+    torch.testing.assert_close(flat.detach(), torch.full((1, 3, 4, 4), 0.2))
+    assert not Background(BackgroundConfig(kind="solid", init_std=1.0), 3).texture.detach().std() > 0
+
+
+def test_coarse_to_fine_sizes_grow_log_linearly():
+    """TensoRF's rule: sides exp(linspace(log N0, log N, m + 1)); stage j + 1 from step floor(a_j * steps)."""
+    import math
+
+    cfg = FieldConfig(grid_size=100, coarse_size=25, upsample_at=(0.2, 0.4))
+    assert cfg.sizes() == [25, round(math.exp((math.log(25) + math.log(100)) / 2)), 100] == [25, 50, 100]
+    assert [cfg.size_at(s, 10) for s in (0, 1, 2, 3, 4, 9)] == [25, 25, 50, 50, 100, 100]
+    assert FieldConfig(grid_size=64).sizes() == [64] and FieldConfig(grid_size=64).size_at(0, 10) == 64
+    assert FieldConfig(grid_size=9, coarse_size=5, upsample_at=(0.99,)).size_at(9, 10) == 9  # always reached
+
+
+@pytest.mark.parametrize("bad", [{"coarse_size": 100}, {"coarse_size": 1}, {"upsample_at": ()},
+                                 {"upsample_at": (0.5, 0.3)}, {"upsample_at": (1.0,)}])
+def test_coarse_to_fine_config_is_checked(bad):
+    with pytest.raises(ConfigError, match="field.coarse_size|field.upsample_at"):
+        FieldConfig(**{"grid_size": 100, "coarse_size": 25, **bad})
+
+
+def test_resampled_grid_keeps_the_field_at_world_points(generator):
+    field = VoxelField(FieldConfig(grid_size=9, coarse_size=5, upsample_at=(0.5,)), 3, generator, size=5)
+    assert field.size == 5 and field.cfg.grid_size == 5
+    with torch.no_grad():
+        field.grid.normal_(generator=generator)
+    pts = torch.rand(50, 3, generator=generator) * 1.8 - 0.9
+    tau, feat = field.query(pts)
+    field.set_grid(resample_grid(field.grid, 9))
+    assert field.size == 9 and field.cfg.grid_size == 9
+    tau9, feat9 = field.query(pts)  # trilinear of a trilinear refinement: the same piecewise-linear field
+    torch.testing.assert_close(tau9, tau, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(feat9, feat, rtol=1e-4, atol=1e-5)
