@@ -12,8 +12,8 @@ from .configtools import flatten, from_dict, load_yaml, merge, opt, set_dotted, 
 from .diffusion.load import ModelConfig, model_path
 from .errors import ConfigError
 from .diffusion.sigmas import SigmaConfig
-from .guidance.base import GuidanceConfig
-from .optim.losses import DepthConfig, EmptinessConfig
+from .guidance.base import GuidanceConfig, validate_guidance
+from .optim.losses import DepthConfig, EmptinessConfig, TVConfig
 from .optim.optimizer import OptimConfig
 from .scene.background import BackgroundConfig
 from .scene.cameras import CameraConfig
@@ -64,6 +64,7 @@ class RunConfig:
     camera: CameraConfig = sub(CameraConfig)
     emptiness: EmptinessConfig = sub(EmptinessConfig)
     depth: DepthConfig = sub(DepthConfig)
+    tv: TVConfig = sub(TVConfig)
     optim: OptimConfig = sub(OptimConfig)
     output: OutputConfig = sub(OutputConfig)
 
@@ -90,6 +91,7 @@ class RunConfig:
                 raise ConfigError("prompt.text", self.prompt.text,
                                   "must be a toy-world caption for model 'empirical': "
                                   + ", ".join(captions())) from None
+        validate_guidance(self.guidance, self.prompt.view_dependent, text_model and path is not None)
         if "{prompt}" not in self.prompt.view_template or "{view}" not in self.prompt.view_template:
             raise ConfigError("prompt.view_template", self.prompt.view_template,
                               "must be a string with {view} and {prompt}")

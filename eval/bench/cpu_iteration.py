@@ -13,6 +13,7 @@ import torch
 
 from sjc_dist.config import load_config
 from sjc_dist.diffusion.load import load_model
+from sjc_dist.guidance.passes import drive
 from sjc_dist.optim.run import SJCRun
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     parts = {"render_ms": [], "denoise_ms": [], "backward_step_ms": [], "total_ms": []}
     for i in range(a.steps + 3):
         p, t_begin = timed(run.begin)
-        d, t_den = timed(lambda: run.guidance.denoise(p.z, p.sigma_k, p.cond))
+        d, t_den = timed(lambda: drive([run.passes(p)], run.guidance.denoise)[0])  # the update (all passes)
         _, t_fin = timed(lambda: run.finish(p, d))
         if i >= 3:  # warm-up excluded
             for k, v in zip(parts, (t_begin, t_den, t_fin, t_begin + t_den + t_fin)):

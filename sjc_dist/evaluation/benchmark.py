@@ -1,8 +1,9 @@
 """The benchmark's plan: prompts x methods x seeds -> one validated RunConfig per object, and the groups of
 objects that can share one loaded model (and so step together in a SceneBatch).
 
-Methods are the same engine with one setting changed: sjc = guidance.kind paas, sds = guidance.kind sds; every
-other value comes from the same preset and `--set` overrides. Run folders: OUT/runs/<method>/<NNN>-<slug>/seed<S>.
+Methods are the same engine with one setting changed: sjc = guidance.kind paas; sds, csd, nfsd and ism = the
+kind of that name; every other value comes from the same preset and `--set` overrides.
+Run folders: OUT/runs/<method>/<NNN>-<slug>/seed<S>.
 The 'empirical' model is the exact denoiser of one prompt's renders, so its groups are per prompt; any other
 model is shared by all prompts. Does not run anything (batch_runs.py) nor talk to Ray (distributed/bench.py).
 """
@@ -14,7 +15,7 @@ from ..config import RunConfig, load_config, replace_in
 from ..configtools import to_dict
 from ..errors import ConfigError
 
-METHODS = {"sjc": "paas", "sds": "sds"}
+METHODS = {"sjc": "paas", "sds": "sds", "csd": "csd", "nfsd": "nfsd", "ism": "ism"}
 
 
 @dataclass(frozen=True)

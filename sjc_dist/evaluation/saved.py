@@ -36,7 +36,9 @@ class SavedRun:
 
     @property
     def method(self) -> str:
-        return {"paas": "sjc", "sds": "sds"}[self.cfg.guidance.kind]
+        from .benchmark import METHODS
+
+        return {kind: name for name, kind in METHODS.items()}[self.cfg.guidance.kind]
 
 
 @dataclass(frozen=True)

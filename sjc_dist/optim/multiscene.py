@@ -1,24 +1,25 @@
 """SceneBatch: K scenes (SJCRuns on one model) stepped together: voxel scenes of one shape rendered in one pass
-(`render_scenes`), one denoiser forward for all, one backward of the summed losses (the scenes' parameters are
-disjoint, so each gets exactly its own gradient), then each scene's own optimiser step (applied together: one
+(`render_scenes`), each round of denoiser passes one call for all scenes that need it (`guidance.passes.drive`:
+one round for PAAS, SDS, CSD and NFSD, ism_steps + 2 for ISM, so mixed kinds share the first), one backward
+of the summed losses (the scenes' parameters are disjoint, so each gets exactly its own gradient), then each scene's own optimiser step (applied together: one
 foreach Adamax update per set of hyperparameters, `optim.adamax.together`; `grouped_steps=False` steps each alone).
 
 Scenes may differ in prompt, seed and every hyperparameter (guidance kind and weight, sigma window, lambda
-schedule, ...): only D(z; sigma, cond) is shared, with per-sample sigma, text embeddings and CFG weight.
+schedule, grid stage, ...): only the denoiser calls are shared, with per-row x, sigma and text embeddings.
 Each scene keeps its own generators, so its trajectory is the same alone or in a batch (tested).
 """
 import time
 
 import torch
 
-from ..diffusion.denoiser import Cond
+from ..guidance.passes import drive
 from ..scene.scenes import render_scenes
 from .adamax import together
 from .run import SJCRun
 
 
 class SceneBatch:
-    """Holds K runs sharing one Model; `step_all()` advances each by one step with one denoiser call."""
+    """Holds K runs sharing one Model; `step_all()` advances each by one step, sharing each denoiser pass."""
 
     def __init__(self, runs: list[SJCRun] | None = None, grouped_steps: bool = True):
         self.runs: list[SJCRun] = list(runs or [])
@@ -39,13 +40,11 @@ class SceneBatch:
         if not runs:
             return []
         t0 = time.perf_counter()
+        for r in runs:
+            r.resize_field()  # coarse-to-fine stages start before the shared render
         pending = [r.begin(v, t0) for r, v in zip(runs, self.views(runs))]
-        z = torch.cat([p.z for p in pending])
-        sigma = torch.cat([p.sigma_k for p in pending])
-        cond = Cond.cat([p.cond for p in pending])
-        denoised = runs[0].guidance.denoise(z, sigma, cond)
-        sizes = [p.z.shape[0] for p in pending]
-        losses = [r.loss(p, d) for r, p, d in zip(runs, pending, denoised.split(sizes))]
+        updates = drive([r.passes(p) for r, p in zip(runs, pending)], runs[0].guidance.denoise)
+        losses = [r.loss(p, u) for r, p, u in zip(runs, pending, updates)]
         for r in runs:
             r.opt.zero_grad(set_to_none=True)
         torch.stack(losses).sum().backward()

@@ -1,10 +1,13 @@
 """SJCRun: one scene's optimisation state and its step (SJC Algorithm 1 with the Sec. 4 regularisers).
 
 A step: sample cameras and sigma -> render y = f(theta) -> guidance update u (no grad through the denoiser)
--> loss = -<u, y> + lambda(step) emptiness + w_depth center_depth -> Adamax step on theta.
-The step is split into `begin` (render, perturb), `denoise`, `loss` and `apply` (optimiser step) so that a
-SceneBatch can render its scenes in one pass, share one denoiser forward and one backward between them. Randomness: a CPU generator (cameras, sigma) and a generator on the device
-(noise), both seeded from the config and saved in checkpoints, so a resumed run retraces the same path.
+-> loss = -<u, y> + lambda(step) emptiness + w_depth center_depth + TV -> Adamax step on theta.
+The step is split into `begin` (render, perturb), the guidance's denoiser `passes` (driven by `passes.drive`),
+`loss` and `apply` (optimiser step) so that a SceneBatch can render its scenes in one pass, share each denoiser
+pass and one backward between them. Coarse-to-fine (field.coarse_size): `resize_field` upsamples the grid and its
+Adamax moments when a step starts a new stage; a checkpoint's grid carries its own size. Randomness: a CPU
+generator (cameras, sigma) and a generator on the device (noise), both seeded from the config and saved in
+checkpoints, so a resumed run retraces the same path.
 """
 import math
 import time
@@ -19,11 +22,13 @@ from ..diffusion.load import Model
 from ..diffusion.sigmas import SigmaSampler, resolve_range
 from ..diffusion.text import view_prompt
 from ..errors import ConfigError, DivergenceError
-from ..guidance.base import GuidanceOutput, chain, make_guidance
+from ..guidance.base import GuidanceOutput, chain, make_guidance, validate_guidance
+from ..guidance.passes import Passes, drive
 from ..scene.cameras import Cameras, view_labels
+from ..scene.field import resample_grid
 from ..scene.render import RenderOutput
 from ..scene.scenes import ImageScene, VoxelScene
-from .losses import center_depth, emptiness, emptiness_weight
+from .losses import center_depth, emptiness, emptiness_weight, longest_ray_samples, total_variation
 from .optimizer import MAX_FIELD_ABS, make_optimizer
 
 
@@ -36,11 +41,13 @@ class StepMetrics:
     guidance: float
     emptiness: float
     depth: float
+    tv: float
     emptiness_lambda: float
     sigma: float
     opacity: float
     update_norm: float
     seconds: float
+    evals: int
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Pending:
     sigma_k: Tensor
     cond: Cond
     t0: float
+    ray_samples: Tensor | None = None
 
 
 class SJCRun:
@@ -72,9 +80,11 @@ class SJCRun:
         res = cfg.render.resolution or (den.size * 8 if g.through_vae else den.size)
         self.cpu_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.seed + 1)
+        validate_guidance(g, cfg.prompt.view_dependent, model.text is not None)
         if dims == 3:
             self.scene = VoxelScene(cfg.field, cfg.background, cfg.camera, channels, res, cfg.render.step,
-                                    self.cpu_gen, cfg.render.samples, cfg.render.fuse)
+                                    self.cpu_gen, cfg.render.samples, cfg.render.fuse,
+                                    cfg.field.size_at(0, cfg.steps))
         else:
             self.scene = ImageScene(channels, res, self.cpu_gen)
         self.scene.to(self.device)
@@ -87,31 +97,51 @@ class SJCRun:
         self._first_bad = torch.tensor(-1, device=self.device)
 
     # --- conditioning ---------------------------------------------------------------------------------
-    def cond_for(self, labels: list[str] | None, n: int) -> Cond:
-        """Text conditioning for n views (view-dependent when configured), with this run's CFG weight."""
-        p = self.cfg.prompt
+    def cond_for(self, cams: Cameras | None, n: int) -> Cond:
+        """Text conditioning for n views (view-dependent when configured: view prefixes, or Perp-Neg's
+        interpolated views), with this run's CFG weight and its estimator's negative prompt."""
+        p, g = self.cfg.prompt, self.cfg.guidance
         if self.model.text is None:
-            return Cond(weight=torch.full((n,), self.cfg.guidance.weight, device=self.device))
-        if labels is not None and p.view_dependent:
+            return Cond(weight=torch.full((n,), g.weight, device=self.device))
+        negative = self.guidance.negative_text()
+        if cams is not None and p.view_dependent and g.cfg == "perp_neg":
+            return self.model.text.perp_neg(p.text, cams.azimuth.tolist(), p.view_template, p.negative, g.weight,
+                                            negative, g.perp_neg_scale)
+        if cams is not None and p.view_dependent:
+            labels = view_labels(cams, self.cfg.camera.overhead_above)
             prompts = [view_prompt(p.text, v, p.view_template) for v in labels]
         else:
             prompts = [p.text] * n
-        return self.model.text.cond(prompts, p.negative, self.cfg.guidance.weight)
+        return self.model.text.cond(prompts, p.negative, g.weight, negative)
 
-    # --- the step, in three parts ---------------------------------------------------------------------
+    @property
+    def evals_per_step(self) -> int:
+        """UNet image-evaluations of one step (all views, CFG halves and noise draws counted)."""
+        return self.cfg.render.views_per_step * self.guidance.evals_per_view(self.model.text is not None)
+
+    # --- the step, in parts ---------------------------------------------------------------------------
     def begin(self, views: tuple[RenderOutput, Cameras] | None = None, t0: float | None = None) -> Pending:
         """Render (or take `views`, rendered by a SceneBatch from this run's `sample_cameras` since `t0`), then
         perturb."""
         t0 = time.perf_counter() if t0 is None else t0
         n = self.cfg.render.views_per_step
+        if views is None:
+            self.resize_field()
         out, cams = views if views is not None else self.scene.views(n, self.cpu_gen)
-        labels = view_labels(cams, self.cfg.camera.overhead_above) if cams is not None else None
         sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device,
                                                                                     non_blocking=True)
         target = self.guidance.target(out.image)
         y, s_k, noise, z = self.guidance.perturb(target, sigma, self.noise_gen)
-        cond = Cond.cat([self.cond_for(labels, n)] * self.cfg.guidance.n_noise)
-        return Pending(out, target, y, z, noise, sigma, s_k, cond, t0)
+        cond = Cond.cat([self.cond_for(cams, n)] * self.cfg.guidance.n_noise)
+        return Pending(out, target, y, z, noise, sigma, s_k, cond, t0, self.ray_samples(cams))
+
+    def ray_samples(self, cams: Cameras | None) -> Tensor | None:
+        """Each view's official emptiness sample count (normalize 'ray'), or None."""
+        if cams is None or self.cfg.emptiness.normalize != "ray":
+            return None
+        o, d = cams.rays()
+        return longest_ray_samples(o, d, self.scene.field.bbox_len, self.cfg.render.step).to(self.device,
+                                                                                             non_blocking=True)
 
     def sample_cameras(self) -> Cameras | None:
         """This step's cameras (None for a 2D scene), drawn as `begin` would draw them."""
@@ -119,11 +149,15 @@ class SJCRun:
             return None
         return self.scene.cameras.sample(self.cfg.render.views_per_step, self.cpu_gen)
 
-    def loss(self, p: Pending, denoised: Tensor) -> Tensor:
-        """The surrogate loss of the update and the regularisers (with grad into theta)."""
-        u = self.guidance.reduce(self.guidance.update(p.y, p.z, p.noise, denoised, p.sigma_k), p.target.shape[0])
+    def passes(self, p: Pending) -> Passes:
+        """The guidance's denoiser passes for this step (drive them with `passes.drive`): the update [k B, ...]."""
+        return self.guidance.passes(p.y, p.z, p.noise, p.sigma_k, p.cond)
+
+    def loss(self, p: Pending, update: Tensor) -> Tensor:
+        """The surrogate loss of the update [n_noise B, ...] and the regularisers (with grad into theta)."""
+        u = self.guidance.reduce(update, p.target.shape[0])
         gout = GuidanceOutput(p.target, u, p.sigma)
-        terms = self.loss_terms(p.render, gout)
+        terms = self.loss_terms(p, gout)
         self._terms = (terms, gout, p)
         return sum(terms.values())
 
@@ -137,29 +171,59 @@ class SJCRun:
         self.step_index += 1
         return loss
 
-    def finish(self, p: Pending, denoised: Tensor) -> Tensor:
-        """Apply the update and regularisers, take the optimiser step; returns the loss (no host sync)."""
-        loss = self.loss(p, denoised)
+    def finish(self, p: Pending, update: Tensor) -> Tensor:
+        """Apply the update [n_noise B, ...] and regularisers, take the optimiser step; returns the loss."""
+        loss = self.loss(p, update)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         return self.apply(loss)
 
     def step(self) -> Tensor:
         p = self.begin()
-        return self.finish(p, self.guidance.denoise(p.z, p.sigma_k, p.cond))
+        return self.finish(p, drive([self.passes(p)], self.guidance.denoise)[0])
 
-    def loss_terms(self, out: RenderOutput, g: GuidanceOutput) -> dict[str, Tensor]:
-        terms = {"guidance": chain(g)}
+    def loss_terms(self, p: Pending, g: GuidanceOutput) -> dict[str, Tensor]:
         zero = torch.zeros((), device=self.device)
-        terms["emptiness"] = zero
-        terms["depth"] = zero
+        terms = {"guidance": chain(g), "emptiness": zero, "depth": zero, "tv": zero}
+        out = p.render
         if out.weights is not None:
             lam = emptiness_weight(self.cfg.emptiness, self.step_index, self.cfg.steps)
-            terms["emptiness"] = lam * emptiness(out.weights, self.cfg.emptiness.beta)
+            terms["emptiness"] = lam * emptiness(out.weights, self.cfg.emptiness.beta, p.ray_samples)
             d = self.cfg.depth
             if d.weight > 0:
                 terms["depth"] = d.weight * center_depth(out.depth, d.center, d.eps)
+            terms["tv"] = self.tv_term()
         return terms
+
+    def tv_term(self) -> Tensor:
+        """tv.density TV(raw density) + tv.features TV(features) of the voxel grid."""
+        tv, grid = self.cfg.tv, self.scene.field.grid[0]
+        term = torch.zeros((), device=self.device)
+        if tv.density > 0:
+            term = term + tv.density * total_variation(grid[:1])
+        if tv.features > 0:
+            term = term + tv.features * total_variation(grid[1:])
+        return term
+
+    # --- coarse-to-fine -------------------------------------------------------------------------------
+    def resize_field(self) -> None:
+        """Upsample the grid when this step starts a coarse-to-fine stage (no-op otherwise, and for 2D)."""
+        if isinstance(self.scene, VoxelScene):
+            n = self.cfg.field.size_at(self.step_index, self.cfg.steps)
+            if n != self.scene.field.size:
+                self.set_field_size(n)
+
+    def set_field_size(self, n: int) -> None:
+        """Resample the grid to n^3 and move its Adamax moments along (resampled the same way)."""
+        field = self.scene.field
+        old = field.grid
+        state = self.opt.state.pop(old, {})
+        field.set_grid(resample_grid(old, n))
+        for group in self.opt.param_groups:
+            group["params"] = [field.grid if q is old else q for q in group["params"]]
+        if state:
+            self.opt.state[field.grid] = {k: resample_grid(v, n) if v.shape == old.shape else v
+                                          for k, v in state.items()}
 
     # --- health and metrics ---------------------------------------------------------------------------
     def check_finite(self, checkpoint: str | None = None) -> None:
@@ -185,11 +249,12 @@ class SJCRun:
         opacity = float(p.render.opacity.detach().mean()) if p.render.opacity is not None else 1.0
         return StepMetrics(step=self.step_index, loss=float(loss), guidance=float(terms["guidance"].detach()),
                            emptiness=float(terms["emptiness"].detach()), depth=float(terms["depth"].detach()),
+                           tv=float(terms["tv"].detach()),
                            emptiness_lambda=emptiness_weight(self.cfg.emptiness, self.step_index - 1,
                                                              self.cfg.steps),
                            sigma=float(g.sigma.float().mean()), opacity=opacity,
                            update_norm=float(g.update.float().pow(2).mean().sqrt()),
-                           seconds=time.perf_counter() - p.t0)
+                           seconds=time.perf_counter() - p.t0, evals=self.evals_per_step)
 
     # --- state ----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -197,6 +262,9 @@ class SJCRun:
                 "cpu_rng": self.cpu_gen.get_state(), "noise_rng": self.noise_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        grid = state["scene"].get("field.grid")
+        if grid is not None and grid.shape[-1] != self.scene.field.size:  # saved at another coarse-to-fine stage
+            self.set_field_size(grid.shape[-1])
         self.scene.load_state_dict(state["scene"])
         self.opt.load_state_dict(state["optim"])
         self.step_index = int(state["step"])

@@ -1,11 +1,21 @@
 """The regularisers are finite (value and gradient) on every input, the empty and saturated fields and a
-non-positive centre-depth gap included; the -log continuation below eps is C^1."""
+non-positive centre-depth gap included; the -log continuation below eps is C^1. The emptiness term of the `sd`
+preset is the official code's: mean over the samples of the view's longest ray, checked against that formula
+computed here in float64 numpy after voxnerf's ray_box_intersect."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from sjc_dist.optim.losses import EmptinessConfig, center_depth, emptiness, emptiness_weight, safe_neg_log
+from sjc_dist.optim.losses import (
+    EmptinessConfig,
+    center_depth,
+    emptiness,
+    emptiness_weight,
+    longest_ray_samples,
+    safe_neg_log,
+)
 
 
 def value_and_grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,3 +99,46 @@ def test_losses_through_a_render_have_finite_gradients(shift):
     loss = 1e4 * emptiness(out.weights, 10.0) + 10 * center_depth(out.depth, 0.78, 1e-3)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(field.grid.grad).all() and torch.isfinite(field.d_scale.grad)
+
+
+def official_samples(origins: np.ndarray, dirs: np.ndarray, half: float, step: float) -> int:
+    """voxnerf: ray_box_intersect (slabs), t clipped at 0, k = int(max(t_max - t_min) / step) + 1."""
+    aabb = np.array([[-half, half]] * 3)
+    d = dirs.copy()
+    d[d == 0] = 1e-6
+    ts = (aabb[None] - origins[:, :, None]) / d[:, :, None]  # [n, 3, 2]
+    t_min, t_max = np.maximum(ts.min(-1).max(-1), 0), np.maximum(ts.max(-1).min(-1), 0)
+    return int((t_max - t_min).max() / step) + 1
+
+
+def test_emptiness_per_view_normalisation():
+    w = torch.rand(2, 5, 7, generator=torch.Generator().manual_seed(0)) * 0.1
+    samples = torch.tensor([4.0, 6.0])
+    terms = torch.log1p(10 * w)
+    want = (terms[0].sum() / (5 * 4) + terms[1].sum() / (5 * 6)) / 2
+    torch.testing.assert_close(emptiness(w, 10.0, samples), want)
+    torch.testing.assert_close(emptiness(w, 10.0), terms.mean())  # 'box': over the renderer's 7 samples
+
+
+def test_sd_preset_emptiness_is_the_official_formula(tiny_pipeline, tiny_model):
+    from sjc_dist.config import load_config
+    from sjc_dist.guidance.base import GuidanceOutput
+    from sjc_dist.optim.run import SJCRun
+
+    cfg = load_config("sd", [f"model.name={tiny_pipeline}", "model.device=cpu", "prompt.text=a red cube",
+                             "field.grid_size=12", "output.progress=false"])
+    assert cfg.emptiness.normalize == "ray" and cfg.render.step == 0.01
+    run = SJCRun(cfg, tiny_model)
+    cams = run.sample_cameras()
+    p = run.begin((run.scene.render(cams), cams))
+    o, d = (t.double().numpy()[0] for t in cams.rays())
+    k = official_samples(o, d, cfg.field.bbox_len, cfg.render.step)
+    assert k <= p.render.weights.shape[-1]  # the renderer's samples cover the longest ray
+    ws = p.render.weights[0].detach().double().numpy()  # [R, S]; samples past the exit carry w = 0
+    official = np.log1p(cfg.emptiness.beta * ws).sum() / (k * ws.shape[0])  # ws [k, n].mean() of run_sjc.py
+    no_update = GuidanceOutput(p.target, torch.zeros_like(p.target), p.sigma)
+    got = float(run.loss_terms(p, no_update)["emptiness"].detach()) / cfg.emptiness.lambda1
+    assert got == pytest.approx(official, rel=1e-6)
+    assert int(longest_ray_samples(*cams.rays(), 1.0, 0.01)) == k
+    box = load_config("sd", [f"model.name={tiny_pipeline}", "prompt.text=a red cube", "emptiness.normalize=box"])
+    assert SJCRun(box, tiny_model).ray_samples(cams) is None  # 'box' keeps the renderer's fixed count
