@@ -17,8 +17,14 @@ DENSITY_INSIDE = 60.0
 
 def truth_field(caption: str, n: int = TRUTH_GRID) -> VoxelField:
     """A VoxelField holding the object's true density and shaded colour."""
-    occ, rgb = volumes(caption, n)
-    field = VoxelField(FieldConfig(grid_size=n, density_shift=0.0, init_feature_std=0.0), channels=3)
+    return volume_field(*volumes(caption, n))
+
+
+def volume_field(occ: Tensor, rgb: Tensor, bbox_len: float = 1.0) -> VoxelField:
+    """A VoxelField of density DENSITY_INSIDE * occ (occ [N, N, N] in [0, 1]) and colour rgb [3, N, N, N]."""
+    n = occ.shape[-1]
+    cfg = FieldConfig(grid_size=n, bbox_len=bbox_len, density_shift=0.0, init_feature_std=0.0)
+    field = VoxelField(cfg, channels=3)
     # softplus(raw) ~ DENSITY_INSIDE * occ: raw = inverse softplus, with a floor far below zero
     tau = (occ * DENSITY_INSIDE).clamp_min(1e-6)
     raw = tau + torch.log(-torch.expm1(-tau))

@@ -2,14 +2,15 @@
 `AutoTokenizer.from_pretrained(folder)` loads it exactly as it loads Stable Diffusion's CLIP tokenizer."""
 from transformers import PreTrainedTokenizerFast
 
-from .shapes import COLORS, SHAPES
+from .shapes import COLORS, ORIENTED_SHAPES, SHAPES
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 EXTRA_WORDS = ("a", "an", "the", "view", "of", "front", "side", "backside", "overhead", "object", "shape")
 
 
 def toy_vocabulary() -> list[str]:
-    return list(SPECIALS) + list(EXTRA_WORDS) + list(COLORS) + list(SHAPES)
+    """Every word of the world's captions and view prefixes; new words go at the end (old ids stay)."""
+    return list(SPECIALS) + list(EXTRA_WORDS) + list(COLORS) + list(SHAPES) + list(ORIENTED_SHAPES)
 
 
 def word_tokenizer(words: list[str] | None = None, max_length: int = 10) -> PreTrainedTokenizerFast:
