@@ -157,9 +157,12 @@ def truth_scores(field: VoxelField, caption: str, level: float = 0.5, yaw_step: 
 
 def toy_caption_accuracy(image_emb: Tensor, caption_emb: Tensor, caption: str) -> float:
     """Multi-view zero-shot accuracy: R@1 of the true caption among all the world's captions.
-    image_emb [V, D] (the toy CLIP's view embeddings), caption_emb [25, D] (embeddings of `captions()`)."""
+    image_emb [V, D] (the toy CLIP's view embeddings), caption_emb [25, D] (embeddings of `captions()`); NaN
+    for an object outside those 25 (the oriented objects of `shapes.oriented_captions()`)."""
     names = captions()
     shape, color = parse(caption)
+    if f"a {color} {shape}" not in names:
+        return math.nan
     idx = torch.tensor([names.index(f"a {color} {shape}")], device=image_emb.device)
     return r_precision(image_emb[None], caption_emb, idx)
 
