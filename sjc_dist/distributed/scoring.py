@@ -48,6 +48,10 @@ class TruthScore:
     the object has formed. The truth volumes are built once per slot."""
 
     def __init__(self, run: SJCRun):
+        self.build(run)
+
+    def build(self, run: SJCRun) -> None:
+        """The truth volumes at the field's current side (again when a coarse-to-fine run upsamples)."""
         from ..toyworld.shapes import occupancy, parse, volumes
 
         field, caption = run.scene.field, run.cfg.prompt.text
@@ -59,6 +63,8 @@ class TruthScore:
     def __call__(self, run: SJCRun) -> dict[str, float]:
         from ..evaluation.truth import best_yaw_iou, field_opacity, transform_volume
 
+        if self.soft.shape[-1] != run.scene.field.size:
+            self.build(run)
         opac = field_opacity(run.scene.field).float()
         soft = 0.0
         for yaw in torch.arange(0.0, 360.0, TRUTH_YAW_STEP).tolist():

@@ -139,3 +139,15 @@ def test_resume_across_an_upsampling_step(make_config, empirical_model, split):
         resumed.step()
     for (name, p), q in zip(full.scene.named_parameters(), resumed.scene.parameters()):
         torch.testing.assert_close(q, p, msg=name)
+
+
+def test_truth_scorer_follows_the_growing_grid(make_config, empirical_model):
+    """A sweep's truth score of a coarse-to-fine run is taken at the field's side before and after it grows."""
+    from sjc_dist.distributed.scoring import TruthScore
+
+    run = SJCRun(make_config(*C2F), empirical_model)
+    score = TruthScore(run)
+    before = score(run)
+    run.set_field_size(9)
+    after = score(run)
+    assert score.soft.shape[-1] == 9 and set(before) == set(after) and 0 <= after["score"] <= 1
