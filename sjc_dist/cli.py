@@ -56,7 +56,7 @@ def _engine_parser(sub, name: str, help: str, argv: list[str]) -> argparse.Argum
     p.add_argument("--seed", help="shortcut for --set seed=...")
     p.add_argument("--out", help="shortcut for --set output.dir=...")
     p.add_argument("--device", help="shortcut for --set model.device=... (auto, cpu, cuda, cuda:N)")
-    p.add_argument("--guidance", help="shortcut for --set guidance.kind=... (paas or sds)")
+    p.add_argument("--guidance", help="shortcut for --set guidance.kind=... (paas, sds, csd, nfsd or ism)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--force", action="store_true",
                    help="run even if the model does not know some words of the prompt (a warning, not an error)")
