@@ -141,7 +141,7 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def rank(frame: pd.DataFrame, metric: str, mode: str, then: str = "best_metric", then_mode: str = "max") -> pd.DataFrame:
     """Trials best first by `metric` (a final.* column or a ResultRow column), ties and trials without it (e.g.
-    stopped before the final evaluation) by `then`; failed trials last."""
+    stopped before the final evaluation) by `then`, then by trial id; failed trials last."""
     def key(name: str, how: str) -> pd.Series:
         col = name if name in frame else f"final.{name}"
         k = pd.to_numeric(frame[col], errors="coerce") if col in frame else pd.Series(math.nan, index=frame.index)
@@ -149,7 +149,8 @@ def rank(frame: pd.DataFrame, metric: str, mode: str, then: str = "best_metric",
         return k if how == "min" else -k
 
     order = frame.assign(_failed=frame["status"].eq("failed"), _key=key(metric, mode), _then=key(then, then_mode))
-    order = order.sort_values(["_failed", "_key", "_then"], na_position="last", kind="stable")
+    ties = ["trial_id"] if "trial_id" in frame else []  # the same order however the rows came (e.g. on resume)
+    order = order.sort_values(["_failed", "_key", "_then", *ties], na_position="last", kind="stable")
     return order.drop(columns=["_failed", "_key", "_then"]).reset_index(drop=True)
 
 

@@ -10,10 +10,13 @@ with artifacts under `<sweep dir>/mlartifacts` (MLflow 3 refuses the old ./mlrun
 `--mlflow-uri none` switches tracking off, and so does a machine without mlflow (mlflow_uri.py); the sweep then
 has no tracker and writes everything else as usual.
 Runs are found again by tag (`sjc.sweep_dir`, `sjc.trial_id`), so `sjc sweep --resume` continues the same ones.
-The UI (MLflow 3.17): the experiment tag `mlflow.experimentKind = custom_model_development` makes the experiment
-page open on its runs (untagged experiments may open on the GenAI overview), and a shared view
-(`mlflow.sharedViewState.<key>`, opened by `runs_url`) lists the trials flat (the runs table nests children
-collapsed under their parent, and MLflow keeps no default expansion), ranked, with the swept keys as columns.
+The UI (MLflow 3.17, read from its bundled JS): the page an experiment opens on follows the UI's own workflow
+toggle (GenAI / Model training, kept per browser, GenAI by default: the GenAI overview), not anything in the
+store; a URL's `workflowType=machine_learning` overrides it. So `runs_url` carries that, and opens a shared view
+(`mlflow.sharedViewState.<key>`, an experiment tag) that lists the trials flat (the runs table nests children
+collapsed under their parent, and MLflow keeps no default expansion a store could set), ranked, with the swept
+keys as columns. The experiment is also tagged `mlflow.experimentKind = custom_model_development`, which UIs
+without the toggle read for the same choice.
 """
 import json
 import math
@@ -89,7 +92,8 @@ class SweepTracker(tune.Callback):
     def runs_url(self, ui: str = "http://127.0.0.1:5000") -> str:
         """Where a browser opens the trials (the UI of `mlflow ui`, or the tracking server itself)."""
         base = self.uri if self.uri.startswith("http") else ui
-        return f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs?viewStateShareKey={VIEW_KEY}"
+        return (f"{base.rstrip('/')}/#/experiments/{self.experiment_id()}/runs?workflowType=machine_learning"
+                f"&viewStateShareKey={VIEW_KEY}")
 
     def start_parent(self, name: str, spec: dict, spec_file: str | None = None) -> str:
         """The sweep's parent run: found again by its sweep folder on --resume, else created."""
@@ -115,7 +119,8 @@ class SweepTracker(tune.Callback):
             if Path(f).is_file():
                 self.client.log_artifact(self.parent_id, f)
         logged = self.client.get_run(self.parent_id).data.metrics
-        self._log_metrics(self.parent_id, {k: v for k, v in best.items() if logged.get(k) != v}, 0)
+        changed = {k: v for k, v in best.items() if k not in logged or not math.isclose(logged[k], v, rel_tol=1e-6)}
+        self._log_metrics(self.parent_id, changed, 0)
         self.client.set_terminated(self.parent_id, status)
 
     # --- children ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@
 All paths are absolute (Tune changes the working directory of trials). A diverged trial, or one whose config
 fails validation, reports `sjc_status: failed` with its reason and done=True: Tune does not retry it, and its
 metric is the worst value so ASHA and Optuna rank it last. A dead worker raises RayActorError, which Tune
-retries (FailureConfig.max_failures) from the trial's last checkpoint.
+retries (FailureConfig.max_failures) from the trial's last checkpoint. Every result names the trial's slot
+(`sjc_slot`, 'worker name#slot'), so the driver can have a trial that ASHA stops write its folder (ledger.py).
 """
 import logging
 import math

@@ -1,6 +1,6 @@
-"""Fixtures of the distributed tests: one local Ray session (2 CPUs, no dashboard, loopback) shared by every test, a worker
-pool shared by the sweeps that do not count loads or kill workers (its model loads once for all of them), and
-tiny sweep specs on the 'empirical' model (12^3 voxels, 32x32 renders, a few dozen steps)."""
+"""Fixtures of the distributed tests: one local Ray session (2 CPUs, no dashboard, loopback) shared by every test,
+a worker pool shared by the sweeps that do not count loads or kill workers (its model loads once for all of
+them), and tiny sweep specs on the 'empirical' model (12^3 voxels, 32x32 renders, a few dozen steps)."""
 import copy
 import os
 

@@ -120,3 +120,15 @@ def test_mlflow_ui_shows_runs_and_an_image(served_sweep, mlflow_server, tmp_path
     html = dump_dom(browser, url, tmp_path / "p2")
     assert re.search(r'<img[^>]*alt="views.png"[^>]*src="blob:', html), visible_text(html)[:2000]
     assert "field.safetensors" in visible_text(html) and "turntable.gif" in visible_text(html)
+
+
+def test_the_printed_address_opens_the_trials(served_sweep, mlflow_server, tmp_path):
+    """Issue 15 item 8: the address `sjc sweep` prints opens the runs page (not the GenAI overview, MLflow 3.17's
+    default) on the shared view of the trials: every child listed flat, none collapsed under the parent."""
+    browser = chromium()
+    if browser is None:
+        pytest.skip(f"no Chromium on PATH; install it with: {CHROMIUM_APT}")
+    assert served_sweep.runs_url.startswith(mlflow_server)
+    page = visible_text(dump_dom(browser, served_sweep.runs_url, tmp_path / "p3"))
+    assert "viewing a shared view" in page and "2 matching runs" in page, page[:2000]
+    assert "Observability" not in page  # the GenAI side bar

@@ -150,7 +150,8 @@ def test_an_error_fails_only_the_scene_that_raised_it(stepper, make_config, empi
     run.loss = loss
     out = advance_together(stepper, [good, bad], 5)
     assert out[bad]["sjc_status"] == "failed" and out[bad]["sjc_step"] == 2
-    assert out[bad]["failure"] == "RuntimeError at step 3 of 8: value cannot be converted to type float without overflow"
+    assert out[bad]["failure"] == ("RuntimeError at step 3 of 8: value cannot be converted to type float without "
+                                   "overflow")
     assert out[good]["sjc_status"] == "running" and out[good]["sjc_step"] == 5
     solo = SlotStepper("empirical", max_slots=1, loader=lambda *a: empirical_model)
     alone = solo.open(good_cfg, "fit")

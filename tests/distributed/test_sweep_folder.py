@@ -105,3 +105,27 @@ def test_a_yaml_syntax_error_is_one_line(tmp_path, capsys):
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "valid YAML" in err and "line 4" in err, err
+
+
+def test_the_ray_token_file_is_made_private(tmp_path, monkeypatch):
+    """Ray writes ~/.ray/auth_token readable by every user (issue 15 item 6); a local sweep narrows it to 0600."""
+    token = tmp_path / "auth_token"
+    token.write_text("secret")
+    token.chmod(0o644)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    sweep.private_token()
+    assert token.stat().st_mode & 0o777 == 0o600
+
+
+def test_where_tracking_goes(tmp_path, monkeypatch):
+    from sjc_dist.distributed import mlflow_uri
+    from sjc_dist.errors import ConfigError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert mlflow_uri.resolve_uri("none", tmp_path) == ("", "")
+    assert mlflow_uri.resolve_uri(None, tmp_path) == (f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}", "")
+    monkeypatch.setattr(mlflow_uri, "mlflow_available", lambda: False)
+    uri, note = mlflow_uri.resolve_uri(None, tmp_path)
+    assert uri == "" and "tracking is off" in note
+    with pytest.raises(ConfigError, match="'none' on a machine without mlflow"):
+        mlflow_uri.resolve_uri("http://127.0.0.1:5000", tmp_path)

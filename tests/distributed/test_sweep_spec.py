@@ -110,7 +110,7 @@ def test_shipped_sweeps_validate(name):
     s = load_sweep(path, ["model.name=empirical", "prompt.text=a red cube", "sigma.min=0.05", "sigma.max=10",
                           "guidance.through_vae=false"])
     assert s.settings.name == name and s.space
-    assert s.settings.scheduler.metric in ("score", "score/soft_iou", "score/fit")
+    assert s.settings.scheduler.metric in ("score", "score/soft_iou", "score/iou", "score/fit")
 
 
 def test_toy_quick_is_small():
