@@ -127,9 +127,9 @@ def ink_per_view(field: VoxelField, cams: Cameras, step: float, chunk: int = 8) 
 
 
 @functools.lru_cache(maxsize=64)
-def truth_ink(caption: str, cfg: JanusConfig, camera: CameraConfig) -> Tensor:
-    """Mean ink [V] of the true object's views (cached per caption and settings)."""
-    return ink_per_view(truth_field(caption), ring(cfg, camera), TRUTH_STEP)
+def truth_ink(caption: str, cfg: JanusConfig, camera: CameraConfig, device: str = "cpu") -> Tensor:
+    """Mean ink [V] of the true object's views, rendered on `device` (cached per caption and settings)."""
+    return ink_per_view(truth_field(caption).to(device), ring(cfg, camera), TRUTH_STEP)
 
 
 def face_runs(front: list[bool], min_gap: int) -> list[list[int]]:
@@ -225,7 +225,7 @@ def janus_scores(field: VoxelField, caption: str, camera: CameraConfig | None = 
     camera, cfg = camera or CameraConfig(), cfg or JanusConfig()
     if not applies(field, caption):
         raise ValueError(f"the Janus score needs an RGB field and an oriented caption ({caption!r})")
-    reference = truth_ink(caption, cfg, camera)
+    reference = truth_ink(caption, cfg, camera, str(field.grid.device))
     front = ink_per_view(field, ring(cfg, camera), cfg.render_step) / reference.max()
     faces, all_around, runs = count_faces(front, cfg.front_level, cfg.min_gap)
     az = [i * 360 / cfg.azimuths for i in range(cfg.azimuths)]
