@@ -5,8 +5,8 @@ Data: samples of clip_world (a world object, at most one identity change such as
 another colour, up to two quality degradations such as dilation, cuts, fog or floaters, random light, flat
 shading) rendered on the fly with the project's own renderer from wide cameras (radius 1.2-2.2, elevation
 -30..90, FoV 30-75), 32x32, white background, ray step 0.02. A ring buffer of `buffer` views is refreshed by
-`fresh` new views a step (one sample a step); batches are drawn from it with mild augmentation (mirror, a 1-2 px
-shift, light blur and noise; colour is never jittered: it is part of the label). Texts: every bank caption
+`fresh` new views of one new sample every `refresh_every` steps; batches are drawn from it with mild
+augmentation (mirror, a 1-2 px shift, light blur and noise; colour is never jittered: it is part of the label). Texts: every bank caption
 under a random template each step ("a red cube", "a photo of a red cube", ...; open_clip's BPE tokenizer).
 
 Loss: cross-entropy of the image's softmax over the bank's texts (scale s = the learnt logit scale) against the
@@ -54,7 +54,11 @@ class ClipTrainConfig:
     batch: int = opt(512, "views per contrastive batch", ge=2)
     buffer: int = opt(4000, "rendered views in the ring buffer that batches are drawn from (rounded up to a "
                             "multiple of 25)", ge=25)
-    fresh: int = opt(64, "new views rendered per step (one world sample a step), replacing the oldest", ge=0)
+    fresh: int = opt(64, "new views of one new world sample rendered every refresh_every steps, replacing the "
+                         "oldest", ge=0)
+    refresh_every: int = opt(1, "steps between buffer refreshes (rendering a world sample is most of a step's cost "
+                                "on a CPU)", ge=1)
+    world_grid: int = opt(64, "side of the voxel grid world samples are built on", ge=16, le=128)
     lr: float = opt(1e-3, "AdamW peak learning rate", gt=0.0)
     weight_decay: float = opt(0.05, "AdamW weight decay of matrices (none on gains, biases, embeddings)", ge=0.0)
     warmup: float = opt(0.05, "fraction of the time budget spent in linear warm-up", ge=0.0, lt=1.0)
@@ -215,7 +219,7 @@ def sample_views(views: WorldRenderer, n: int, step: float, generator: torch.Gen
 def refresh(views: WorldRenderer, buffer: ViewBuffer, state: TrainState, cfg: ClipTrainConfig,
             generator: torch.Generator) -> None:
     """Render cfg.fresh new views of one new world sample into the buffer."""
-    if cfg.fresh == 0:
+    if cfg.fresh == 0 or state.steps % cfg.refresh_every:
         return
     images, targets = sample_views(views, cfg.fresh, cfg.render_step, generator)
     buffer.replace(images.to(buffer.images.dtype), targets)
@@ -264,7 +268,7 @@ def setup(cfg: ClipTrainConfig, device: torch.device):
     torch.manual_seed(cfg.seed)  # open_clip initialises weights from the global generator
     model, _, _ = clip_model.create_toy_clip(device)
     tokenizer = open_clip.get_tokenizer(clip_model.TOY_CLIP_NAME)
-    views = WorldRenderer(device, cfg.resolution, cfg.render_chunk)
+    views = WorldRenderer(device, cfg.resolution, cfg.render_chunk, cfg.world_grid)
     cam_gen = torch.Generator().manual_seed(cfg.seed)
     dev_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     parts = [sample_views(views, max(cfg.fresh, 1), cfg.render_step, cam_gen)
