@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Issue 12's measurements on one GPU, side by side: the signal-validation sweep (tune_configs/toy_validation.yaml,
 # 60 trials, then `sjc results --validate`) and the SJC-vs-SDS benchmark (25 captions x 2 methods x 2 seeds, one
-# batch of 100 scenes in this process). Run from the project root on the GPU machine with the site archive
-# unpacked (shared/gpu/README.md); no MLflow needed (--mlflow-uri none). Writes $OUT/validation.tar and
-# $OUT/bench.tar (reports, tables, logs) and prints the validation table and the bench's verdicts last.
-#   OUT=/tmp/out bash eval/bench/validation_gpu.sh [SECONDS_PER_PART]
-# CPU check of the glue: PY=.venv/bin/python SWEEP=small.yaml BENCH_ARGS="--limit 2 --set steps=10" OUT=... bash ...
+# batch of 100 scenes in this process). With CLIP_SECONDS set, the wide-world toy CLIP (train_clip.py) trains
+# beside them, and once all three are done the sweep's runs (then the bench's) are scored again by the shipped
+# toy CLIP and the new one (`sjc evaluate`, each writing its own validation section): the judge's agreement
+# before and after. Run from the project root on the GPU machine with the site archive unpacked
+# (shared/gpu/README.md); no MLflow needed (--mlflow-uri none). Writes $OUT/validation.tar, $OUT/bench.tar (reports,
+# tables, logs) and, with CLIP_SECONDS, $OUT/clip.tar (checkpoint, logs, the two re-scorings); prints the
+# validation table and the bench's verdicts last.
+#   OUT=/tmp/out [CLIP_SECONDS=220] bash eval/bench/validation_gpu.sh [SECONDS_PER_PART [SECONDS_PER_RESCORE]]
+# CPU check of the glue: PY=.venv/bin/python SWEEP=small.yaml BENCH_ARGS="--limit 2 --set steps=10" CLIP_SECONDS=5
+#   CLIP_ARGS="--batch 16 --buffer 32 --fresh 8 --eval-per-caption 1 --calibration-objects 1" DEVICE=cpu OUT=... bash ...
 set -uo pipefail
-OUT=${OUT:?set OUT}; runs=${RUNS:-/tmp/sjc_validation}; limit=${1:-300}; py=${PY:-python3}
-mkdir -p "$runs"
+OUT=${OUT:?set OUT}; runs=${RUNS:-/tmp/sjc_validation}; limit=${1:-300}; rescore=${2:-150}; py=${PY:-python3}
+clip_s=${CLIP_SECONDS:-}; dev=${DEVICE:-cuda}
+mkdir -p "$runs" "$OUT"
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || echo no GPU; } > "$runs/device.txt"
+if [ -n "$clip_s" ]; then
+  timeout $((limit + 60)) $py -m sjc_dist.toyworld.train_clip --out "$runs/clip" --seconds "$clip_s" --device "$dev" \
+      --refresh-every "${REFRESH:-2}" ${CLIP_ARGS:-} > "$runs/train_clip.log" 2>&1 & p3=$!
+fi
 ( timeout "$limit" $py -m sjc_dist.cli sweep "${SWEEP:-tune_configs/toy_validation.yaml}" --out "$runs/val" --mlflow-uri none \
     ${SWEEP_ARGS:-} > "$runs/sweep.log" 2>&1
   $py -m sjc_dist.cli results "$runs/val" --validate > "$runs/validate.log" 2>&1 ) & p1=$!
@@ -19,5 +29,16 @@ wait $p1; wait $p2
 tar -cf "$OUT/validation.tar" -C "$runs" device.txt sweep.log validate.log \
     $(cd "$runs" && ls -d val/results.parquet val/ranking.txt val/summary.json val/validation.* val/plots 2>/dev/null)
 tar -cf "$OUT/bench.tar" -C "$runs" bench.log $(cd "$runs" && ls -d bench/report bench/results.parquet 2>/dev/null)
+if [ -n "$clip_s" ]; then
+  wait $p3; tail -n 12 "$runs/train_clip.log"
+  $py eval/bench/prune_clip.py "$runs/clip/open_clip_model.safetensors" "$runs/newclip" > "$runs/prune.log" 2>&1
+  for part in val bench; do
+    timeout "$rescore" $py -m sjc_dist.cli evaluate "$runs/$part" --judges "toy,local-dir:$runs/newclip" --executor local \
+        --gpus-per-task 1 --out "$runs/rescore_$part" > "$runs/rescore_$part.log" 2>&1
+  done
+  tar -cf "$OUT/clip.tar" -C "$runs" train_clip.log prune.log rescore_val.log rescore_bench.log clip \
+      $(cd "$runs" && ls -d rescore_val rescore_bench 2>/dev/null)
+  grep -A 14 "within" "$runs/rescore_val/validation.md" 2>/dev/null | head -n 30
+fi
 tail -n 30 "$runs/validate.log"; tail -n 3 "$runs/sweep.log"
 grep -A 40 "Paired per-prompt" "$runs/bench/report/report.md" 2>/dev/null | head -n 30; tail -n 2 "$runs/bench.log"
