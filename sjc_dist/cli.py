@@ -8,6 +8,7 @@ Every config field is settable with `--set section.key=value` (listed, with the 
 """
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -182,6 +183,18 @@ def report(run_dir: Path, judge: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The entry point of every `sjc` command: its exit code (2 for bad input, 141 when stdout was closed)."""
+    try:
+        try:
+            return dispatch(argv)
+        finally:  # also after argparse's exit from --help: buffered output meets a closed pipe here, not at exit
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return closed_pipe_exit()
+
+
+def dispatch(argv: list[str] | None) -> int:
+    """Parse (`--help` prints from here) and run one command; bad input is one line on stderr."""
     args = build_parser(argv).parse_args(argv)
     try:
         if args.command in ("run", "image"):
@@ -190,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
     except SJCError as err:
         print(f"sjc: error: {err}", file=sys.stderr)
         return 2
+
+
+def closed_pipe_exit() -> int:
+    """Stdout's reader went away (`sjc captions | head -3`): stop quietly, as Unix tools do on SIGPIPE (exit
+    128 + 13). Stdout is pointed at /dev/null so the interpreter's final flush cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 if __name__ == "__main__":

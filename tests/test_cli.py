@@ -1,8 +1,10 @@
 """`sjc run`: bad input is exit code 2 with one line 'sjc: error: ...' naming the field on stderr (no
 traceback), range errors worded 'must be ...'; a device the machine lacks and words the model does not know are
 refused before anything is written; `--help` lists every config field with the values of the config that will
-run; `--dry-run` prints the resolved config; `sjc captions` and `sjc presets` list what is known."""
+run; `--dry-run` prints the resolved config; `sjc captions` and `sjc presets` list what is known; a
+closed stdout (`sjc captions | head -3`) ends any command quietly."""
 import json
+import os
 import subprocess
 import sys
 
@@ -161,3 +163,17 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.startswith("sjc: error: config field 'sigma.min'") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["captions"], ["presets"]])
+def test_closed_stdout_ends_quietly(tmp_path, command):
+    """`sjc captions | head -3`: the reader has gone (here before the first write, so every write fails): exit
+    141 (128 + SIGPIPE, as Unix tools) with nothing on stderr. Handled in cli.main, so it holds for every command."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sjc_dist.cli", *command], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=tmp_path)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (141, "")

@@ -31,7 +31,9 @@ from .sweep_lock import SweepLock
 
 TUNE_NAME = "tune"
 SPEC_FILE = "sweep.yaml"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray's single-machine mode: every service on 127.0.0.1
+# A local sweep: Ray's single-machine mode (every service on 127.0.0.1) and token authentication asked for
+# explicitly: what Ray turns on by itself, minus its "Token authentication is enabled" warning to decode.
+LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 WORKER_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # no progress bars in the sweep's log
 
 
@@ -64,10 +66,11 @@ def prepare_auth(address: str | None) -> None:
 def prepare_env(address: str | None) -> None:
     """Before Ray is imported (it reads these at import): token mode for a cluster (prepare_auth); for a local
     sweep, Ray's single-machine mode, in which the GCS, raylet, driver and workers listen on 127.0.0.1 only (by
-    default they listen on every interface); worker logs without progress bars, and without colour codes when
-    the output is not a terminal. A variable the user set is left as it is."""
+    default they listen on every interface), and token mode set explicitly (LOCAL_ENV); worker logs without
+    progress bars, and without colour codes when the output is not a terminal. A variable the user set is left
+    as it is."""
     prepare_auth(address)
-    for key, value in {**({} if address else LOOPBACK_ENV), **WORKER_ENV}.items():
+    for key, value in {**({} if address else LOCAL_ENV), **WORKER_ENV}.items():
         os.environ.setdefault(key, value)
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")

@@ -1,5 +1,6 @@
 """The README's main job through the CLI, shrunk: `sjc sweep tune_configs/toy_quick.yaml` (the real toy model,
-10 steps at 12^3), `sjc sweep --resume` of the finished folder, `sjc results`, and `--dry-run`."""
+10 steps at 12^3), `sjc sweep --resume` of the finished folder, `sjc results`, and `--dry-run`; the trials
+differ from the first report on (what ASHA compares is real)."""
 import json
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def test_toy_quick_through_the_cli(ray_session, toy_weights, tmp_path, capsys):
     assert (frame.loc[ok, "steps"] == 10).all() and frame["final.score"].between(0, 1).all()
     assert frame.loc[ok, "final.eval/iou"].notna().all()  # finished trials were evaluated (ground truth)
     assert sorted(set(frame["param.guidance.weight"])) == [3.0, 7.5]
+    # both swept knobs act from step 1 (issue 17): no two trials tie at any report, the first included
+    losses = [[json.loads(ln)["loss"] for ln in (Path(d) / "metrics.jsonl").read_text().splitlines()]
+              for d in frame["run_dir"]]
+    assert all(len({trial[i] for trial in losses}) == 4 for i in range(min(map(len, losses)))), losses
     assert (out / "ranking.txt").read_text().strip() in printed and "its views:" in printed
     assert f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db" in printed and info["runs_url"] in printed
     first = json.loads((out / "summary.json").read_text())

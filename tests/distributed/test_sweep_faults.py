@@ -1,7 +1,8 @@
 """Faults of whole `sjc sweep` processes (slow: each starts its own Ray): a worker and then the driver killed
 with SIGKILL mid-sweep and the sweep resumed, with nothing lost or duplicated (Parquet rows = trials = MLflow
 children = run folders, one metrics.jsonl line per report, every worker incarnation counted); a local sweep
-listens on loopback only; a machine without mlflow runs sweeps and `sjc bench` with tracking off.
+listens on loopback only; a machine without mlflow runs sweeps and `sjc bench` with tracking off, and the
+sweep's log holds no colour codes, progress bars, TensorBoard hint or Ray token warning.
 `pytest -m slow tests/distributed/test_sweep_faults.py`."""
 import json
 import os
@@ -188,6 +189,9 @@ def test_sweep_and_bench_without_mlflow(tmp_path, tiny_sweep):
                           env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "mlflow is not installed: tracking is off" in done.stdout + done.stderr
+    log = done.stdout + done.stderr  # the driver's and (log_to_driver) the workers' output, as a log file gets it
+    for noise in ("\x1b[", "\r", "tensorboard", "Token authentication is enabled"):  # issue 17's log noise
+        assert noise not in log, noise
     frame = pd.read_parquet(out / "results.parquet")
     assert len(frame) == 2 and set(frame["status"]) == {"ok"} and not (out / "mlflow.db").exists()
     assert (out / "ranking.txt").is_file() and all((Path(d) / "views.png").is_file() for d in frame["run_dir"])

@@ -1,7 +1,7 @@
 """One owner per sweep folder (issue 15 item 2) and one-line refusals (item 5), all before Ray starts: a second
 process holding the folder's lock, a lock left by a killed owner (taken over, said so), a folder that already
-holds a sweep, `--resume` of a folder that does not exist, a YAML syntax error. No Ray here: `connect` is
-replaced by a tripwire, so any test that reaches Ray fails."""
+holds a sweep, `--resume` of a folder that does not exist, a YAML syntax error; and the environment a local
+sweep gives Ray. No Ray here: `connect` is replaced by a tripwire, so any test that reaches Ray fails."""
 import os
 import signal
 import subprocess
@@ -129,3 +129,28 @@ def test_where_tracking_goes(tmp_path, monkeypatch):
     assert uri == "" and "tracking is off" in note
     with pytest.raises(ConfigError, match="'none' on a machine without mlflow"):
         mlflow_uri.resolve_uri("http://127.0.0.1:5000", tmp_path)
+
+
+ENV_KEYS = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS",
+            "RAY_COLOR_PREFIX", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def test_a_local_sweep_asks_ray_for_quiet_loopback_services(monkeypatch, tmp_path):
+    """What `sjc sweep` sets before Ray is imported (issue 15 item 6, issue 17's log noise): loopback only, token
+    mode said explicitly (else Ray prints 'Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt
+    out'), no progress bars in worker logs, no colour codes in a log file; a cluster keeps its own addresses and
+    gets token mode only with a token at hand; a value the user set stays."""
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    sweep.prepare_env(None)
+    assert {k: os.environ.get(k) for k in ENV_KEYS[:5]} == {
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "TQDM_DISABLE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "RAY_COLOR_PREFIX": "0"}
+    for key in ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token: no token at hand
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    sweep.prepare_env("ray://head:10001")
+    assert os.environ["RAY_AUTH_MODE"] == "disabled" and "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ
+    assert os.environ["TQDM_DISABLE"] == "1"
