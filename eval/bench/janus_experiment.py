@@ -61,8 +61,10 @@ def run_setting(a, index: int, name: str, sets: list[str]) -> tuple[str, int, fl
     if a.gpus:
         env["CUDA_VISIBLE_DEVICES"] = a.gpus.split(",")[index % len(a.gpus.split(","))]
     t0 = time.time()
+    print(f"{name}: started, log {a.out / f'{name}.log'}", flush=True)
     with open(a.out / f"{name}.log", "w") as log:
         rc = subprocess.call(bench_command(a, name, sets), stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"{name}: bench exit {rc} after {time.time() - t0:.0f}s; scoring", flush=True)
         if rc == 0:
             rc = subprocess.call(collect_command(a, name), stdout=log, stderr=subprocess.STDOUT, env=env)
     print(f"{name}: exit {rc} after {time.time() - t0:.0f}s", flush=True)
