@@ -7,8 +7,8 @@ results coalesces) and writes, per run and in posting order: the run (one create
 pending params, metrics and tags in as few `log_batch` calls as MLflow allows (100 params, 100 tags, 1,000
 entries a call), its artifacts (one `log_artifacts` call of links to them, `one_call`),
 then its end (status). A one-report trial costs 4 store calls (create_run, log_batch, log_artifacts,
-update_run), where one call per kind of write (14 calls, plus one a file) cost the Tune loop 0.27 s a trial on
-SQLite (BENCHMARKS.md section 9).
+update_run), where the tracker before it made 10 synchronous calls in Tune's loop (one per kind of write, one
+a file), holding the loop 99 ms a trial on SQLite (BENCHMARKS.md section 9; the writer's posts: 9 ms).
 Bounded: at most MAX_PENDING posts wait; past that a callback blocks until the thread catches up (back-pressure,
 not growing memory). A write that fails is retried RETRIES times with back-off (a locked SQLite file, a restarting
 server); one that still fails is kept in `errors` (the sweep's notes name it) and the writer goes on.

@@ -8,9 +8,9 @@ slot on the least loaded one (same node first), falling through to the next when
 the next group; that refusal happens inside the actor, so two trials can never overbook a worker. So a trial's
 placement costs a fixed number of calls at any pool size (asking every one of 1,000 workers per trial would be
 20,000 calls a second at 20 trials a second). Handles found by name are kept per process (a Trainable process
-serves trial after trial) with each worker's node, and dropped when a call finds the actor dead. A worker found dead (killed, node lost) is recreated under
-the same name by whichever trial notices first (`get_if_exists`), so a killed worker's trials resume from
-their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
+serves trial after trial) with each worker's node, and dropped when a call finds the actor dead. A worker
+found dead (killed, node lost) is recreated under the same name by whichever trial notices first
+(`get_if_exists`), so a killed worker's trials resume from their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
 """
 import json
 import random

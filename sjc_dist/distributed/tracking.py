@@ -269,9 +269,8 @@ def sqlite_normal(dbapi_conn, record) -> None:
     """SQLAlchemy 'connect' hook: synchronous=NORMAL on SQLite connections to a file in WAL mode (no other)."""
     import sqlite3
 
-    if isinstance(dbapi_conn, sqlite3.Connection):
-        if dbapi_conn.execute("pragma journal_mode").fetchone()[0] == "wal":
-            dbapi_conn.execute("pragma synchronous=normal")
+    if isinstance(dbapi_conn, sqlite3.Connection) and dbapi_conn.execute("pragma journal_mode").fetchone()[0] == "wal":
+        dbapi_conn.execute("pragma synchronous=normal")
 
 
 def _params(values: dict) -> list:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from test_cluster_address import forget_cluster, free_port, wait_for_port
 from test_sweep_faults import cmdline, descendants, wait_for
 
@@ -67,7 +66,7 @@ def cluster(tmp_path):
             log = tmp_path / f"node{i}.log"
             nodes[f"node{i}"] = ray_start(["--address", f"127.0.0.1:{port}", "--num-cpus", "2",
                                            "--resources", json.dumps({f"node{i}": 1})], log, JOIN)
-            wait_for(lambda: "block forever" in log.read_text(), 180, nodes[f"node{i}"], f"node{i} up")
+            wait_for(lambda log=log: "block forever" in log.read_text(), 180, nodes[f"node{i}"], f"node{i} up")
         time.sleep(3)
         assert all(p.poll() is None for p in nodes.values()), [(tmp_path / f"{n}.log").read_text()[-1000:]
                                                                for n, p in nodes.items() if p.poll() is not None]

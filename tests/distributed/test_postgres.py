@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from test_cluster_address import free_port
 
 pytestmark = pytest.mark.slow
