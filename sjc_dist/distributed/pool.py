@@ -2,13 +2,18 @@
 
 Placement is keyed by model: for each model name a sweep needs, the driver starts `workers` named, detached
 actors `<prefix>-<model slug>-<i>` in the Ray namespace 'sjc'. A trial holds no worker of its own: it looks
-its model's workers up by name (`acquire`), asks each for its load, and opens a slot on the least loaded one
-(same node first), falling through to the next when one says WorkerFull; that refusal happens inside the
-actor, so two trials can never overbook a worker. A worker found dead (killed, node lost) is recreated under
-the same name by whichever trial notices first (`get_if_exists`), so a killed worker's trials resume from
-their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
+its model's workers up by name (`acquire`), asks PROBE of them at a time (all, in order, for PROBE or fewer
+workers; a random group of PROBE otherwise: the power of two choices) for their load, in parallel, and opens a
+slot on the least loaded one (same node first), falling through to the next when one says WorkerFull, then to
+the next group; that refusal happens inside the actor, so two trials can never overbook a worker. So a trial's
+placement costs a fixed number of calls at any pool size (asking every one of 1,000 workers per trial would be
+20,000 calls a second at 20 trials a second). Handles found by name are kept per process (a Trainable process
+serves trial after trial) with each worker's node, and dropped when a call finds the actor dead. A worker
+found dead (killed, node lost) is recreated under the same name by whichever trial notices first
+(`get_if_exists`), so a killed worker's trials resume from their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
 """
 import json
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -72,39 +77,76 @@ def start(spec: PoolSpec, models: list[str]) -> list:
     return handles
 
 
-def _placements(spec: PoolSpec, model: str) -> list[tuple]:
-    """(load, other node?, index, name, handle) of each live worker; dead ones are skipped (recreated next time)."""
-    here = ray.get_runtime_context().get_node_id()
+PROBE = 4  # workers asked for their load at a time
+_handles: dict[str, object] = {}  # this process's handles, by actor name
+_nodes: dict[str, str] = {}  # actor id -> node id, learnt from placements
+
+
+def lookup(spec: PoolSpec, model: str, name: str):
+    """The handle of a worker by name, kept for this process (created if missing: ensure_worker)."""
+    if name not in _handles:
+        _handles[name] = ensure_worker(spec, model, name)
+    return _handles[name]
+
+
+def forget(name: str) -> None:
+    """Drop a kept handle whose actor died (the next lookup finds, or recreates, the live one)."""
+    handle = _handles.pop(name, None)
+    if handle is not None:
+        _nodes.pop(handle._actor_id.hex(), None)
+
+
+def groups(n: int, probe: int = PROBE, rng: random.Random | None = None) -> list[list[int]]:
+    """Worker indices in the groups a trial asks in turn: one group in order for n <= probe, else a random
+    order cut into groups of `probe`."""
+    order = list(range(n))
+    if n > probe:
+        (rng or random).shuffle(order)
+    return [order[i:i + probe] for i in range(0, n, probe)]
+
+
+def _placements(spec: PoolSpec, model: str, indices: list[int]) -> list[tuple]:
+    """(load, other node?, index, name, handle) of the live workers among `indices`, asked in parallel; dead
+    ones are skipped and forgotten (recreated next time)."""
+    here, names = ray.get_runtime_context().get_node_id(), spec.names(model)
+    asked = [(i, names[i], lookup(spec, model, names[i])) for i in indices]
+    refs = [h.placement.remote() for _, _, h in asked]
     out = []
-    for i, name in enumerate(spec.names(model)):
-        handle = ensure_worker(spec, model, name)
+    for (i, name, handle), ref in zip(asked, refs):
         try:
-            p = ray.get(handle.placement.remote(), timeout=600)
+            p = ray.get(ref, timeout=600)
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            forget(name)
             continue
+        _nodes[handle._actor_id.hex()] = p["node"]
         out.append((p["load"] / p["max"], p["node"] != here, i, name, handle))
     return sorted(out, key=lambda t: t[:3])
 
 
 def acquire(spec: PoolSpec, model: str, open_call, timeout: float = 3600.0, poll: float = 0.5):
-    """(name, handle, result of open_call(handle)) on the least loaded worker that accepts; waits while all are
-    full. `open_call(handle)` issues `open` or `restore` and returns its ObjectRef."""
+    """(name, handle, result of open_call(handle)) on the least loaded worker that accepts, asking one group of
+    workers at a time (`groups`); waits while all are full. `open_call(handle)` issues `open` or `restore` and
+    returns its ObjectRef."""
     deadline = time.monotonic() + timeout
     while True:
-        for *_, name, handle in _placements(spec, model):
-            try:
-                return name, handle, ray.get(open_call(handle))
-            except WorkerFull:
-                continue
-            except ray.exceptions.RayActorError:
-                continue
+        for group in groups(spec.workers):
+            for *_, name, handle in _placements(spec, model, group):
+                try:
+                    return name, handle, ray.get(open_call(handle))
+                except WorkerFull:
+                    continue
+                except ray.exceptions.RayActorError:
+                    forget(name)
+                    continue
         if time.monotonic() > deadline:
             raise TimeoutError(f"no '{model}' worker had a free slot for {timeout:.0f} s")
         time.sleep(poll)
 
 
 def same_node(handle) -> bool:
-    return ray.get(handle.node_id.remote()) == ray.get_runtime_context().get_node_id()
+    """Whether the worker runs on this process's node (known from its placement, else asked)."""
+    node = _nodes.get(handle._actor_id.hex()) or ray.get(handle.node_id.remote())
+    return node == ray.get_runtime_context().get_node_id()
 
 
 def collect_stats(spec: PoolSpec, models: list[str]) -> list[dict]:

@@ -304,7 +304,8 @@ def finish_sweep(spec: SweepSpec, grid, sweep_dir: Path, tracker, workers: list,
         best = {f"best/{k}": v for k, v in summary["best"].items() if isinstance(v, float) and math.isfinite(v)}
         interrupted = any(r.status == "interrupted" for r in rows)
         tracker.finish([str(table), str(sweep_dir / "summary.json"), str(sweep_dir / "ranking.txt")], best,
-                       "KILLED" if interrupted else "FINISHED")
+                       "KILLED" if interrupted else "FINISHED", rows)
+        outcome.notes += [f"MLflow: a write failed and was dropped: {e}" for e in tracker.errors[:3]]
         outcome.mlflow_uri, outcome.parent_run_id, outcome.runs_url = tracker.uri, tracker.parent_id, tracker.runs_url()
     return outcome
 
