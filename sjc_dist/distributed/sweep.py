@@ -76,6 +76,20 @@ def prepare_env(address: str | None) -> None:
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 
+def check_fits(r, n_models: int, total: dict) -> None:
+    """Refuse, in one line, a local sweep whose workers plus one trial need more CPUs or GPUs than this Ray has
+    (Ray would wait for them forever, silently). A cluster (--address) may grow, so it is not checked."""
+    cpus, gpus = n_models * r.workers * r.cpus_per_worker + r.cpus_per_trial, n_models * r.workers * r.gpus_per_worker
+    if cpus > total.get("CPU", 0.0):
+        raise ConfigError("resources.cpus_per_worker", r.cpus_per_worker,
+                          f"workers x cpus_per_worker + cpus_per_trial <= the {total.get('CPU', 0.0):g} CPUs of the "
+                          f"local Ray ({n_models * r.workers} worker(s) would need {cpus:g})")
+    if gpus > total.get("GPU", 0.0):
+        raise ConfigError("resources.gpus_per_worker", r.gpus_per_worker,
+                          f"workers x gpus_per_worker <= the {total.get('GPU', 0.0):g} GPUs of the local Ray "
+                          f"({n_models * r.workers} worker(s) would need {gpus:g}); 0 runs on the CPU")
+
+
 def connect(address: str | None, num_cpus: int | None) -> None:
     """Join `address` (a cluster: 'auto', 'HOST:PORT', 'ray://HOST:10001') or start a new local Ray (reused if
     one is already up in this process; a cluster started with `ray start` on this machine is joined only with
@@ -240,6 +254,10 @@ def _run_locked(spec: SweepSpec, opts: SweepOptions, resume: bool, notes: list) 
     from .ledger import TrialLedger
 
     connect(opts.address, opts.num_cpus)
+    if not opts.address:
+        import ray
+
+        check_fits(spec.settings.resources, len(spec.model_names()), ray.cluster_resources())
     pool_spec, models = build_pool(spec, sweep_dir, opts.pool), spec.model_names()
     trainable = make_trainable(spec, pool_spec, sweep_dir)
     exp_path = f"{storage.rstrip('/')}/{name}"
