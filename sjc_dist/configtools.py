@@ -3,6 +3,7 @@
 Config classes themselves live beside the code they configure; this module only knows how to fill,
 check and print any tree of them. It never clamps: a bad value is a ConfigError naming the field.
 """
+import argparse
 import dataclasses
 import difflib
 import json
@@ -223,3 +224,17 @@ def help_lines(cls: type, prefix: str = "", values: dict | None = None) -> list[
         shown = f" = {values[key]!r}" if values is not None and key in values else ""
         lines.append(f"  {key}{shown} (default {default!r}){rng}: {meta.get('help', '')}")
     return lines
+
+
+def parse_config_cli(cls: type, argv: list[str] | None, description: str, out_help: str) -> tuple[Any, Path, str]:
+    """(config, --out, --device) of a training script: one --flag per field of `cls` (its help and default shown),
+    built with `from_dict` (so each flag is checked against its field's range; ConfigError when out of it)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument("--device", default="cuda", help="torch device, e.g. cuda or cpu")
+    for f in dataclasses.fields(cls):
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                       help=f"{f.metadata['help']} (default {f.default})")
+    args = vars(p.parse_args(argv))
+    out, device = args.pop("out"), args.pop("device")
+    return from_dict(cls, {k: v for k, v in args.items() if v is not None}), out, device

@@ -24,7 +24,6 @@ reloaded fp16 checkpoint).
 
   python -m sjc_dist.toyworld.train_clip --out DIR --seconds 180 --device cuda
 """
-import argparse
 import dataclasses
 import json
 import math
@@ -37,13 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..configtools import from_dict, opt
+from ..configtools import opt, parse_config_cli
 from ..errors import ConfigError
 from . import clip_model
 from .clip_report import build_log, device_name, held_out_report, markdown, plot_curves
 from .clip_world import EVAL_STEP, TEMPLATES, TruthViews, WorldRenderer, bank, draw, target
 from .shapes import captions
-
 
 
 @dataclass(frozen=True)
@@ -302,15 +300,8 @@ def train(cfg: ClipTrainConfig, out: Path, device: str | torch.device) -> dict:
 
 def parse_args(argv: list[str] | None) -> tuple[ClipTrainConfig, Path, str]:
     """--out, --device and one --flag per ClipTrainConfig field (validated by the config's ranges)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for the checkpoint, config, plot and logs")
-    p.add_argument("--device", default="cuda", help="torch device, e.g. cuda or cpu")
-    for f in dataclasses.fields(ClipTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       help=f"{f.metadata['help']} (default {f.default})")
-    args = vars(p.parse_args(argv))
-    out, device = args.pop("out"), args.pop("device")
-    return from_dict(ClipTrainConfig, {k: v for k, v in args.items() if v is not None}), out, device
+    cfg, out, device = parse_config_cli(ClipTrainConfig, argv, __doc__, "folder for the checkpoint, config, plot and logs")
+    return cfg, out, device
 
 
 def main(argv: list[str] | None = None) -> None:

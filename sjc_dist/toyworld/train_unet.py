@@ -16,7 +16,6 @@ path as Stable Diffusion; train_unet_log.json and train_unet_loss.png beside the
   python -m sjc_dist.toyworld.train_unet --out sjc_dist/toyworld/weights --seconds 300 --device cuda
   python -m sjc_dist.toyworld.train_unet --out DIR --channels 32,64,64 --seed 1 --seconds 150 --device cuda
 """
-import argparse
 import copy
 import dataclasses
 import json
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import PromptConfig
-from ..configtools import from_dict, opt
+from ..configtools import opt, parse_config_cli
 from ..diffusion.text import VIEWS, view_prompt
 from ..errors import ConfigError
 from ..scene.cameras import CameraConfig, CameraSampler, view_labels
@@ -278,15 +277,8 @@ def plot_losses(losses: list, path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[UNetTrainConfig, Path, str]:
     """--out, --device and one --flag per UNetTrainConfig field (validated by the config's ranges)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="folder for the diffusers model, log and loss plot")
-    p.add_argument("--device", default="cuda", help="torch device, e.g. cuda or cpu")
-    for f in dataclasses.fields(UNetTrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                       help=f"{f.metadata['help']} (default {f.default})")
-    args = vars(p.parse_args(argv))
-    out, device = args.pop("out"), args.pop("device")
-    return from_dict(UNetTrainConfig, {k: v for k, v in args.items() if v is not None}).check(), out, device
+    cfg, out, device = parse_config_cli(UNetTrainConfig, argv, __doc__, "folder for the diffusers model, log and loss plot")
+    return cfg.check(), out, device
 
 
 def main(argv: list[str] | None = None) -> None:
