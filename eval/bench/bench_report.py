@@ -83,6 +83,30 @@ class Report:
             os._exit(3)
 
 
+class Periodic:
+    """A daemon thread calling `tick()` every `every` s between `start()` and `stop()` (samplers, progress lines)."""
+
+    def __init__(self, every: float, name: str):
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            self.tick()
+
+
 def table(header: list[str], rows: list[list], align: str = "") -> list[str]:
     """Markdown table lines; align: one character per column, 'l' or 'r' (default: first left, rest right)."""
     align = align or "l" + "r" * (len(header) - 1)

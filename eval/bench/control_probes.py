@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench_report import Periodic
+
 RESERVOIR = 20_000  # durations kept per timer for percentiles (uniform sample past that)
 
 
@@ -105,25 +107,19 @@ def install(timers: Timers) -> None:
     timers.wrap(results, "make_row", "results.make_row")
 
 
-class Sampler:
+class Sampler(Periodic):
     """Every `every` s: the driver's CPU seconds (all its threads), RSS and USS (MB), trials ended, load average,
     and the timers' totals; `rows` is the time series."""
 
     def __init__(self, timers: Timers, every: float = 2.0):
         import psutil
 
-        self.proc, self.timers, self.every, self.rows = psutil.Process(), timers, every, []
+        super().__init__(every, "sampler")
+        self.proc, self.timers, self.rows = psutil.Process(), timers, []
         self.t0 = time.time()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="sampler", daemon=True)
-
-    def start(self) -> "Sampler":
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        super().stop()
         self.sample()
 
     def ended(self) -> int:
@@ -135,9 +131,8 @@ class Sampler:
                           "uss_mb": mem.uss / 2**20, "ended": self.ended(), "load1": os.getloadavg()[0],
                           "timers": self.timers.totals()})
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            self.sample()
+    def tick(self) -> None:
+        self.sample()
 
 
 def db_rows(uri: str) -> dict[str, int]:

@@ -10,6 +10,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_report import Periodic
 from sweep_steady import headline, overhead, steady_state
 
 
@@ -66,35 +67,25 @@ class Alarm:
             self._timer.cancel()
 
 
-class Progress:
+class Progress(Periodic):
     """Prints the phase's workers' counters (rounds, current batch, scene-steps, loads) every `every` s, and keeps
     the last complete poll (`last`: every worker's stats), the fallback when run_sweep returns nothing."""
 
     def __init__(self, names: list[str], phase: Phase, log: Log, every: float):
-        self.names, self.phase, self.log, self.every = names, phase, log, every
+        super().__init__(every, "progress")
+        self.names, self.phase, self.log = names, phase, log
         self.last: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
 
-    def start(self) -> "Progress":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            stats = poll_workers(self.names)
-            if len(stats) == len(self.names):
-                self.last = [{"name": n, **s} for n, s in zip(self.names, stats)]
-            if stats:
-                batch = [s["timeline"][-1][3] if s.get("timeline") else 0 for s in stats]
-                self.log(f"  {self.phase.name}: workers up {len(stats)}/{len(self.names)}, "
-                         f"rounds {[s['rounds'] for s in stats]}, batch now {batch}, "
-                         f"scene-steps {sum(s['scene_steps'] for s in stats)}, "
-                         f"slots {[s['open_slots'] for s in stats]}, loads {[s['loads'] for s in stats]}")
+    def tick(self) -> None:
+        stats = poll_workers(self.names)
+        if len(stats) == len(self.names):
+            self.last = [{"name": n, **s} for n, s in zip(self.names, stats)]
+        if stats:
+            batch = [s["timeline"][-1][3] if s.get("timeline") else 0 for s in stats]
+            self.log(f"  {self.phase.name}: workers up {len(stats)}/{len(self.names)}, "
+                     f"rounds {[s['rounds'] for s in stats]}, batch now {batch}, "
+                     f"scene-steps {sum(s['scene_steps'] for s in stats)}, "
+                     f"slots {[s['open_slots'] for s in stats]}, loads {[s['loads'] for s in stats]}")
 
 
 def poll_workers(names: list[str]) -> list[dict]:
