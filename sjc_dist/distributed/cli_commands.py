@@ -107,7 +107,7 @@ def _dry_run(spec) -> int:
     points = spec.points()
     s = spec.settings
     print(f"sweep '{s.name}': search {s.search.kind}, scheduler {s.scheduler.kind} on {s.scheduler.metric} "
-          f"({s.scheduler.mode}), {len(points) or s.num_samples} trial(s), every trial config validated")
+          f"({s.scheduler.mode}), {spec.n_trials()} trial(s), every trial config validated")
     for i, p in enumerate(points):
         print(f"  trial {i}: {json.dumps(p)}")
     return 0

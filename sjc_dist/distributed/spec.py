@@ -115,6 +115,10 @@ class SweepSpec:
             return sample_space(self.space, list(self.constraints), self.constants, s.num_samples, s.search.seed)
         return []
 
+    def n_trials(self) -> int:
+        """How many trials the sweep runs (grid/random: its points; Optuna: num_samples)."""
+        return len(self.points()) or self.settings.num_samples
+
     def trial_config(self, params: dict) -> dict:
         return apply_params(self.base, params)
 

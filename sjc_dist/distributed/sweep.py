@@ -252,6 +252,7 @@ def _run_locked(spec: SweepSpec, opts: SweepOptions, resume: bool, notes: list) 
 
     from . import pool
     from .ledger import TrialLedger
+    from .progress import SweepProgress
 
     connect(opts.address, opts.num_cpus)
     if not opts.address:
@@ -267,7 +268,8 @@ def _run_locked(spec: SweepSpec, opts: SweepOptions, resume: bool, notes: list) 
         if resume and tune.Tuner.can_restore(exp_path):  # the restored Tuner keeps its own pickled callbacks
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)
         else:
-            callbacks = [TrialLedger(str(sweep_dir)), *([tracker] if tracker else [])]  # ledger first
+            progress = SweepProgress(spec.n_trials(), spec.settings.scheduler.metric, spec.settings.scheduler.mode)
+            callbacks = [TrialLedger(str(sweep_dir)), *([tracker] if tracker else []), progress]  # ledger first
             tuner = build_tuner(spec, trainable, storage, name, callbacks)
         grid = tuner.fit()
         workers = pool.collect_stats(pool_spec, models)
