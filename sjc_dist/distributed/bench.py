@@ -13,6 +13,7 @@ imports Ray, MLflow or pandas.
 import dataclasses
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -242,10 +243,14 @@ def run_benchmark(spec: BenchSpec) -> BenchResult:
     try:
         # scenes per task: up to max_batch, fewer when that keeps every worker busy
         size = max(1, min(spec.max_batch, math.ceil(len(jobs) / executor.workers)))
-        outcomes = [o for part in executor.map(generate_group, [(g,) for g in batch_groups(jobs, size)])
-                    for o in part]
+        groups = batch_groups(jobs, size)
+        print(f"sjc bench: generating {len(jobs)} runs in {len(groups)} batch(es) of up to {size} scenes",
+              file=sys.stderr, flush=True)
+        outcomes = [o for part in executor.map(generate_group, [(g,) for g in groups]) for o in part]
         timings["generate_s"], t1 = time.perf_counter() - t0, time.perf_counter()
         done = [o.run_dir for o in outcomes if o.status in ("ok", "skipped")]
+        print(f"sjc bench: {len(done)} runs done in {timings['generate_s']:.0f} s; scoring them", file=sys.stderr,
+              flush=True)
         rows, notes = evaluate_dirs(executor, done, spec.judges, list(spec.prompts), spec.eval_cfg)
         timings["evaluate_s"] = time.perf_counter() - t1
     finally:

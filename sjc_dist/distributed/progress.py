@@ -1,4 +1,4 @@
-"""SweepProgress: what a running sweep has done so far, on the driver's stdout (Tune's own reporter is off).
+"""SweepProgress: what a running sweep has done so far, on the driver's stderr, beside the progress bars (Tune's own reporter is off; stdout ends with the JSON summary).
 
 A Tune Callback (driver only). At most one line every `every` seconds as results come, and one as each trial
 ends: trials started and ended of the total, the furthest step of any trial, and the best value so far of the
@@ -7,6 +7,7 @@ scheduler's metric, e.g.
     sjc sweep: 4/4 trials reported, 1 ended; furthest step 150/200; best score/iou so far 0.7523
 """
 import math
+import sys
 import time
 
 from ray import tune
@@ -50,4 +51,4 @@ class SweepProgress(tune.Callback):
 
     def show(self) -> None:
         self.last = time.monotonic()
-        print(self.line(), flush=True)
+        print(self.line(), file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ reported; the others go on. Each scene keeps its own generators, so its result d
 """
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +64,26 @@ def log_step(slot: Slot) -> None:
     slot.log.flush()
 
 
+PROGRESS_EVERY_S = 15.0  # seconds between a batch's progress lines
+
+
+def show_progress(active: list[Slot], n: int) -> float:
+    """One line: how many of the batch's n scenes still step, and where the furthest is; returns the time."""
+    step = max(s.run.step_index for s in active)
+    print(f"sjc bench: {len(active)}/{n} scenes stepping, at step {step}/{active[0].run.cfg.steps}", file=sys.stderr,
+          flush=True)
+    return time.monotonic()
+
+
 def advance(slots: list[Slot]) -> None:
     """Step every unfinished, healthy slot together until all reach their step budgets."""
     batch = SceneBatch([s.run for s in slots])
     active = [s for s in slots if s.run.step_index < s.run.cfg.steps]
+    shown = time.monotonic()
     while active:
         batch.step_all([s.run for s in active])
+        if time.monotonic() - shown >= PROGRESS_EVERY_S:
+            shown = show_progress(active, len(slots))
         for s in active:
             r, out = s.run, s.run.cfg.output
             i = r.step_index

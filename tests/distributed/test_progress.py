@@ -12,10 +12,10 @@ def test_lines_count_trials_steps_and_the_best_so_far(capsys):
     p = SweepProgress(total=4, metric="score/iou", mode="max", every=1e9)
     p.on_trial_result(0, [], trial(0), {"sjc_step": 50, "steps_total": 200, "score/iou": 0.4})
     p.on_trial_result(0, [], trial(1), {"sjc_step": 75, "steps_total": 200, "score/iou": float("nan")})
-    assert capsys.readouterr().out == ""  # throttled: nothing before `every` seconds
+    assert capsys.readouterr().err == ""  # throttled: nothing before `every` seconds
     p.on_trial_result(0, [], trial(1), {"sjc_step": 100, "steps_total": 200, "score/iou": 0.7})
     p.on_trial_complete(0, [], trial(0))
-    assert capsys.readouterr().out.strip() == ("sjc sweep: 2/4 trials reported, 1 ended; furthest step 100/200; "
+    assert capsys.readouterr().err.strip() == ("sjc sweep: 2/4 trials reported, 1 ended; furthest step 100/200; "
                                                "best score/iou so far 0.7")
 
 
@@ -24,7 +24,7 @@ def test_min_mode_keeps_the_lowest_and_errors_count_as_ended(capsys):
     p.on_trial_result(0, [], trial(0), {"sjc_step": 10, "steps_total": 20, "loss": 3.0})
     p.on_trial_result(0, [], trial(1), {"sjc_step": 10, "steps_total": 20, "loss": 1.5})
     p.on_trial_error(0, [], trial(1))
-    lines = capsys.readouterr().out.strip().splitlines()
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and lines[-1].endswith("2/2 trials reported, 1 ended; furthest step 10/20; best loss so far 1.5")
 
 
