@@ -58,6 +58,7 @@ def collect_command(a, name: str) -> list[str]:
 def run_setting(a, index: int, name: str, sets: list[str]) -> tuple[str, int, float]:
     """Bench then score one setting, logging to OUT/<name>.log; returns (name, exit status, seconds)."""
     env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, a.jobs))))  # no oversubscription
     if a.gpus:
         env["CUDA_VISIBLE_DEVICES"] = a.gpus.split(",")[index % len(a.gpus.split(","))]
     t0 = time.time()

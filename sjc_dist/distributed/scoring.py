@@ -56,8 +56,8 @@ class TruthScore:
 
         field, caption = run.scene.field, run.cfg.prompt.text
         n, length = field.cfg.grid_size, field.bbox_len
-        self.soft = volumes(caption, n, length)[0]
-        self.hard = occupancy(parse(caption)[0], n, length)
+        self.soft = volumes(caption, n, length)[0].to(field.grid.device)
+        self.hard = occupancy(parse(caption)[0], n, length).to(field.grid.device)
 
     @torch.no_grad()
     def __call__(self, run: SJCRun) -> dict[str, float]:

@@ -168,7 +168,7 @@ def circular_interp(curve: Tensor, shift_deg: float) -> Tensor:
 def feature_voxels(field: VoxelField, level: float) -> tuple[Tensor, Tensor]:
     """Opacity [N, N, N] and the surface voxels [N, N, N] (bool) whose colour is ink (ink >= 0.5)."""
     opac = field_opacity(field)
-    rgb01 = (field.feature_grid().float().cpu().clamp(-1, 1) + 1) / 2
+    rgb01 = (field.feature_grid().float().clamp(-1, 1) + 1) / 2
     return opac, surface(opac >= level) & (inkness(rgb01, dim=0) >= 0.5)
 
 
@@ -198,6 +198,7 @@ def oriented_yaw(field: VoxelField, caption: str, level: float = 0.1, yaw_step: 
     feature voxels are compared dilated by one voxel (a soft field's surface sits a voxel or two off)."""
     true_occ, true_ink = truth_voxels(caption, field.cfg.grid_size, field.bbox_len, level)
     opac, ink = feature_voxels(field, level)
+    true_occ, true_ink = true_occ.to(opac.device), true_ink.to(opac.device)
     vol = torch.stack([opac, dilate(ink).float()])
     yaws = torch.arange(0.0, 360.0, yaw_step).tolist()
     per_chunk = max(1, 2**22 // vol.numel())
