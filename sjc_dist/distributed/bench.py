@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SJCError
-from ..evaluation.batch_runs import RunOutcome, run_group
+from ..evaluation.batch_runs import PROGRESS_EVERY_S, RunOutcome, run_group
 from ..evaluation.benchmark import BenchJob, batch_groups, plan_jobs
 from ..evaluation.evaluate import EvalConfig, evaluate_runs
 from ..evaluation.judges import JudgeNotFoundError, check_available, load_judge, parse_judges
@@ -45,6 +45,7 @@ class BenchSpec:
     seeds: tuple[int, ...] = (0,)
     preset: str = "toy"
     sets: tuple[str, ...] = ()
+    method_sets: tuple[str, ...] = ()  # 'METHOD:KEY=VALUE' (--set-for)
     out: str = "bench"
     judges: str = "toy"
     eval_cfg: EvalConfig = EvalConfig()
@@ -92,8 +93,22 @@ def evaluate_chunk(run_dirs: list[str], judges: str, prompts: list[str], cfg: Ev
             notes.append(f"toy_r1 (toy-CLIP accuracy over the 25 captions) not computed: {err}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same-tower warning is carried in the rows and the report
-        rows = evaluate_runs(run_dirs, loaded, prompts, cfg, toy)
+        rows = evaluate_runs(run_dirs, loaded, prompts, cfg, toy, progress=ScoringProgress())
     return [dataclasses.asdict(r) for r in rows], notes
+
+
+class ScoringProgress:
+    """A stderr line at most every PROGRESS_EVERY_S while a chunk of runs is scored, and one at its end."""
+
+    def __init__(self):
+        self.t0 = self.shown = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.shown >= PROGRESS_EVERY_S:
+            print(f"sjc bench: scored {done}/{total} runs of this chunk in {now - self.t0:.0f} s", file=sys.stderr,
+                  flush=True)
+            self.shown = now
 
 
 def _device(cfg: EvalConfig) -> str:
@@ -223,6 +238,7 @@ def bench_params(spec: BenchSpec, n_jobs: int) -> dict:
     evals = {f"eval.{k}": v for k, v in dataclasses.asdict(spec.eval_cfg).items()}
     return {"prompts": spec.prompts_source, "n_prompts": len(spec.prompts), "methods": ",".join(spec.methods),
             "seeds": ",".join(map(str, spec.seeds)), "preset": spec.preset, "sets": " ".join(spec.sets) or "-",
+            "sets_for": " ".join(spec.method_sets) or "-",
             "judges": spec.judges, "objects": n_jobs, **evals, "executor": spec.executor,
             "command": spec.command or "-"}
 
@@ -235,7 +251,8 @@ def run_benchmark(spec: BenchSpec) -> BenchResult:
     """Plan, generate (batched, on Ray), evaluate, write Parquet + report, log to MLflow."""
     out = Path(spec.out).resolve()
     resolve_uri(spec.mlflow_uri, out)  # a URI that cannot be used fails here, before any compute
-    jobs = plan_jobs(list(spec.prompts), list(spec.methods), list(spec.seeds), out, spec.preset, spec.sets)
+    jobs = plan_jobs(list(spec.prompts), list(spec.methods), list(spec.seeds), out, spec.preset, spec.sets,
+                     spec.method_sets)
     check_judges(spec.judges)
     start = time.perf_counter()
     executor = make_executor(spec.executor, spec.num_cpus, spec.gpus_per_task)

@@ -15,6 +15,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -231,8 +232,10 @@ def check_prompts(configs: list[RunConfig], prompts: list[str] | None) -> list[s
 
 def evaluate_runs(run_dirs: list[str | Path], judges: list[Judge], prompts: list[str] | None = None,
                   cfg: EvalConfig = EvalConfig(), toy_judge: Judge | None = None,
-                  models: ModelCache | None = None) -> list[EvalRow]:
-    """Score every run with every judge; one EvalRow per run per judge (runs in order, judges in order)."""
+                  models: ModelCache | None = None, progress: Callable[[int, int], None] | None = None
+                  ) -> list[EvalRow]:
+    """Score every run with every judge; one EvalRow per run per judge (runs in order, judges in order).
+    `progress(done, total)` is called after each batch of `cfg.batch_runs` runs."""
     device = resolve_device(cfg.device)
     models = models or ModelCache(device)
     configs = [read_run_config(d) for d in run_dirs]  # checked before any rendering
@@ -251,5 +254,7 @@ def evaluate_runs(run_dirs: list[str | Path], judges: list[Judge], prompts: list
             batch.append(s)
         embed_batch(views, batch, judges, toy_judge)
         scored += batch
+        if progress is not None:
+            progress(len(scored), len(run_dirs))
     by_judge = [rows_for_judge(scored, j, prompts, warnings[j.label], cfg.distractors) for j in judges]
     return [rows[i] for i in range(len(scored)) for rows in by_judge]

@@ -31,3 +31,19 @@ def test_min_mode_keeps_the_lowest_and_errors_count_as_ended(capsys):
 def test_before_any_result_there_is_no_best():
     assert SweepProgress(3, "score", "max").line() == ("sjc sweep: 0/3 trials reported, 0 ended; furthest step 0/0; "
                                                        "best score so far n/a")
+
+
+def test_bench_scoring_progress_prints_at_most_every_interval_and_at_the_end(capsys, monkeypatch):
+    from sjc_dist.distributed import bench
+
+    now = [100.0]
+    monkeypatch.setattr(bench.time, "monotonic", lambda: now[0])
+    show = bench.ScoringProgress()
+    show(8, 24)  # no time has passed: silent
+    now[0] += bench.PROGRESS_EVERY_S
+    show(16, 24)
+    now[0] += 1.0
+    show(24, 24)  # the end is always shown
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["sjc bench: scored 16/24 runs of this chunk in 15 s",
+                     "sjc bench: scored 24/24 runs of this chunk in 16 s"]
