@@ -55,13 +55,27 @@ def slug(text: str, n: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:n] or "prompt"
 
 
+def parse_method_sets(items: list[str] | tuple, methods: list[str]) -> dict[str, list[str]]:
+    """'METHOD:KEY=VALUE' items (--set-for) -> {method: [KEY=VALUE, ...]}; each METHOD must be benchmarked."""
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for item in items:
+        method, sep, kv = item.partition(":")
+        if not sep or method not in out or "=" not in kv:
+            raise ConfigError("set-for", item, f"METHOD:KEY=VALUE with METHOD one of --methods ({', '.join(methods)})")
+        out[method].append(kv)
+    return out
+
+
 def plan_jobs(prompts: list[str], methods: list[str], seeds: list[int], out: Path, preset: str = "toy",
-              sets: list[str] | tuple = ()) -> list[BenchJob]:
-    """Every (prompt, method, seed) as a job with a validated config, prompt-major."""
-    base = load_config(preset, list(sets), validate=False)  # each job is validated with its prompt below
+              sets: list[str] | tuple = (), method_sets: list[str] | tuple = ()) -> list[BenchJob]:
+    """Every (prompt, method, seed) as a job with a validated config, prompt-major. `sets` apply to every run,
+    then `method_sets` ('METHOD:KEY=VALUE', e.g. each method at its best setting of a sweep) to that method's."""
+    per = parse_method_sets(method_sets, methods)
+    bases = {m: load_config(preset, [*sets, *per[m]], validate=False) for m in methods}  # validated per job below
     jobs = []
     for i, prompt in enumerate(prompts):
         for method in methods:
+            base = bases[method]
             for seed in seeds:
                 run_dir = Path(out).resolve() / "runs" / method / f"{i:03d}-{slug(prompt)}" / f"seed{seed}"
                 cfg = replace_in(base, **{"prompt.text": prompt, "guidance.kind": METHODS[method], "seed": seed,

@@ -62,6 +62,9 @@ def register(sub) -> None:
     b.add_argument("--config", default="toy", help="preset name or YAML file shared by every run (default toy)")
     b.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a run config field for every run (repeatable)")
+    b.add_argument("--set-for", dest="method_sets", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                   help="override a field for one method's runs, after --set (repeatable), e.g. each method at its "
+                        "best sweep setting: --set-for sds:guidance.weight=1.5")
     b.add_argument("--limit", type=int, default=None, help="only the first N prompts")
     b.add_argument("--max-batch", type=int, default=8, help="at most this many scenes step together on one model (default 8; fewer when "
                         "that keeps every Ray CPU busy)")
@@ -144,7 +147,7 @@ def bench_command(args) -> int:
     prompts = load_prompts(args.prompts)[:args.limit] if args.limit else load_prompts(args.prompts)
     spec = BenchSpec(prompts_source=args.prompts, prompts=tuple(prompts),
                      methods=tuple(parse_methods(args.methods)), seeds=tuple(parse_seeds(args.seeds)),
-                     preset=args.config, sets=tuple(args.sets),
+                     preset=args.config, sets=tuple(args.sets), method_sets=tuple(args.method_sets),
                      out=args.out or f"bench/{time.strftime('%Y%m%d-%H%M%S')}", judges=args.judges,
                      eval_cfg=eval_config(args.evals), executor=args.executor, num_cpus=args.num_cpus,
                      gpus_per_task=_gpus(args), max_batch=args.max_batch, command=bench_command_line(args),
@@ -164,6 +167,7 @@ def bench_command_line(args) -> str:
     parts = ["sjc", "bench", args.prompts, "--methods", args.methods, "--seeds", args.seeds,
              "--config", args.config]
     parts += [x for s in args.sets for x in ("--set", s)]
+    parts += [x for s in args.method_sets for x in ("--set-for", s)]
     parts += [x for e in args.evals for x in ("--eval", e)]
     parts += ["--judges", args.judges] + (["--limit", str(args.limit)] if args.limit else [])
     return shlex.join(parts)

@@ -36,6 +36,20 @@ def test_groups_share_a_model(tmp_path, tiny_pipeline):
     assert [len(g) for g in batch_groups(shared, max_batch=4)] == [4, 2]
 
 
+def test_set_for_overrides_one_method_after_the_shared_sets(tmp_path):
+    jobs = plan_jobs(["a red cube"], ["sjc", "sds"], [0], tmp_path, "empirical", [*TINY, "guidance.weight=3"],
+                     ["sds:guidance.weight=1.5", "sds:emptiness.lambda2=128000", "sjc:steps=7"])
+    cfg = {j.method: j.config for j in jobs}
+    assert cfg["sjc"]["guidance"]["weight"] == 3 and cfg["sjc"]["steps"] == 7
+    assert cfg["sds"]["guidance"]["weight"] == 1.5 and cfg["sds"]["emptiness"]["lambda2"] == 128000
+    assert cfg["sds"]["steps"] == 5 and cfg["sjc"]["emptiness"]["lambda2"] != 128000
+    for bad in ("csd:guidance.weight=2", "sds", "sds:guidance.weight"):
+        with pytest.raises(ConfigError, match="set-for"):
+            plan_jobs(["a red cube"], ["sjc", "sds"], [0], tmp_path, "empirical", TINY, [bad])
+    with pytest.raises(ConfigError, match="guidance.weight"):
+        plan_jobs(["a red cube"], ["sjc", "sds"], [0], tmp_path, "empirical", TINY, ["sds:guidance.weight=-1"])
+
+
 def test_bad_methods_seeds_and_config(tmp_path):
     with pytest.raises(ConfigError, match="methods"):
         parse_methods("sjc,dreamfusion")
