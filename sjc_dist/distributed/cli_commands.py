@@ -135,14 +135,17 @@ def results_command(args: argparse.Namespace) -> int:
     if not plots:
         print("no plots: the table has no swept parameters", file=sys.stderr)
     if args.average_over:
-        from .results import best_settings, rank_settings
+        from .results import bench_set_for, best_settings, rank_settings
 
         table = rank_settings(ranked, swept, metric, mode, args.average_over, args.per)
         print(f"\nsettings ranked by the mean of {metric} over {', '.join(args.average_over)}"
               + (f", per {args.per}" if args.per else "") + ":")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        for name, sets in best_settings(table, args.per).items():
+        best = best_settings(table, args.per)
+        for name, sets in best.items():
             print(f"best ({name}): {sets}")
+        if args.per == "guidance.kind":
+            print(f"sjc bench flags, each kind at its best: {bench_set_for(best)}")
     if args.validate:
         _validate(frame, Path(args.plots) if args.plots else folder, args.path)
     return 0

@@ -201,6 +201,23 @@ def best_settings(table: pd.DataFrame, per: str | None = None) -> dict[str, str]
             for r in rows.to_dict("records")}
 
 
+def bench_set_for(best: dict[str, str]) -> str:
+    """`best_settings(..., per='guidance.kind')` as `sjc bench --methods ... --set-for METHOD:KEY=VALUE ...`
+    (the bench names guidance kind paas 'sjc'), methods in the bench's order, so SJC comes first and the report
+    pairs every other kind against it."""
+    import shlex
+
+    from ..evaluation.benchmark import METHODS
+
+    method = {kind: name for name, kind in METHODS.items()}
+    order = list(METHODS.values())
+    best = dict(sorted(best.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    names = [method.get(kind, kind) for kind in best]
+    flags = [f"--set-for {shlex.quote(f'{method.get(kind, kind)}:{kv}')}"
+             for kind, sets in best.items() for kv in shlex.split(sets)[1::2]]
+    return " ".join([f"--methods {','.join(names)}", *flags])
+
+
 def top_table(frame: pd.DataFrame, swept: list[str], metric: str, k: int = 10) -> str:
     """A plain-text table of the k best trials."""
     cols = ["trial_id", "status", *[f"param.{s}" for s in swept], metric if metric in frame else f"final.{metric}",

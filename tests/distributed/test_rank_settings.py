@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from sjc_dist.distributed.results import best_settings, rank_settings
+from sjc_dist.distributed.results import bench_set_for, best_settings, rank_settings
 from sjc_dist.errors import ConfigError
 
 SWEPT = ["guidance.kind", "prompt.text", "guidance.weight"]
@@ -40,6 +40,17 @@ def test_best_settings_per_method():
     assert best == {"paas": "--set guidance.weight=7.5", "sds": "--set guidance.weight=3.0"}
     low = rank_settings(frame(), SWEPT, "eval/iou", "min", ["prompt.text"])
     assert best_settings(low) == {"best": "--set guidance.kind=sds --set guidance.weight=7.5"}
+
+
+def test_best_per_kind_as_bench_flags_that_plan_each_method_at_its_best(tmp_path):
+    from sjc_dist.evaluation.benchmark import plan_jobs
+
+    table = rank_settings(frame(), SWEPT, "eval/iou", "max", ["prompt.text"], per="guidance.kind")
+    flags = bench_set_for(best_settings(table, "guidance.kind"))
+    assert flags == "--methods sjc,sds --set-for sjc:guidance.weight=7.5 --set-for sds:guidance.weight=3.0"
+    words = flags.split()
+    jobs = plan_jobs(["a red cube"], words[1].split(","), [0], tmp_path, "empirical", ["steps=5"], words[3::2])
+    assert {j.method: j.config["guidance"]["weight"] for j in jobs} == {"sjc": 7.5, "sds": 3.0}
 
 
 def test_unknown_key_is_named():
