@@ -141,11 +141,10 @@ def results_command(args: argparse.Namespace) -> int:
         print(f"\nsettings ranked by the mean of {metric} over {', '.join(args.average_over)}"
               + (f", per {args.per}" if args.per else "") + ":")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-        best = best_settings(table, args.per)
-        for name, sets in best.items():
+        for name, sets in best_settings(table, args.per).items():
             print(f"best ({name}): {sets}")
         if args.per == "guidance.kind":
-            print(f"sjc bench flags, each kind at its best: {bench_set_for(best)}")
+            print(f"sjc bench flags, each kind at its best: {bench_set_for(table)}")
     if args.validate:
         _validate(frame, Path(args.plots) if args.plots else folder, args.path)
     return 0

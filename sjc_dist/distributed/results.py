@@ -191,31 +191,35 @@ def rank_settings(frame: pd.DataFrame, swept: list[str], metric: str, mode: str,
     return table.drop(columns="_partial").reset_index(drop=True)
 
 
+def best_rows(table: pd.DataFrame, per: str | None = None) -> dict[str, dict]:
+    """The best row of `rank_settings` (per value of `per`; else 'best') as {swept key: value}."""
+    keys = [c for c in table.columns if c not in ("mean", "min", "n", per)]
+    rows = (table.groupby(per, sort=False).head(1) if per else table.head(1)).astype(object)
+    return {str(r[per]) if per else "best": {k: r[k] for k in keys} for r in rows.to_dict("records")}
+
+
 def best_settings(table: pd.DataFrame, per: str | None = None) -> dict[str, str]:
-    """The best row of `rank_settings` (per value of `per`) as `--set KEY=VALUE ...` arguments."""
+    """`best_rows` as `--set KEY=VALUE ...` arguments."""
     import shlex
 
-    keys = [c for c in table.columns if c not in ("mean", "min", "n")]
-    rows = (table.groupby(per, sort=False).head(1) if per else table.head(1)).astype(object)
-    return {str(r[per]) if per else "best": " ".join(f"--set {shlex.quote(f'{k}={r[k]}')}" for k in keys if k != per)
-            for r in rows.to_dict("records")}
+    return {name: " ".join(f"--set {shlex.quote(f'{k}={v}')}" for k, v in row.items())
+            for name, row in best_rows(table, per).items()}
 
 
-def bench_set_for(best: dict[str, str]) -> str:
-    """`best_settings(..., per='guidance.kind')` as `sjc bench --methods ... --set-for METHOD:KEY=VALUE ...`
-    (the bench names guidance kind paas 'sjc'), methods in the bench's order, so SJC comes first and the report
-    pairs every other kind against it."""
+def bench_set_for(table: pd.DataFrame) -> str:
+    """The best row per guidance kind of `rank_settings(..., per='guidance.kind')` as `sjc bench --methods ...
+    --set-for METHOD:KEY=VALUE ...` (the bench names kind paas 'sjc'), methods in the bench's order, so SJC comes
+    first and the report pairs every other kind against it."""
     import shlex
 
     from ..evaluation.benchmark import METHODS
 
-    method = {kind: name for name, kind in METHODS.items()}
-    order = list(METHODS.values())
-    best = dict(sorted(best.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-    names = [method.get(kind, kind) for kind in best]
-    flags = [f"--set-for {shlex.quote(f'{method.get(kind, kind)}:{kv}')}"
-             for kind, sets in best.items() for kv in shlex.split(sets)[1::2]]
-    return " ".join([f"--methods {','.join(names)}", *flags])
+    order, method = list(METHODS.values()), {kind: name for name, kind in METHODS.items()}
+    best = sorted(best_rows(table, "guidance.kind").items(),
+                  key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    flags = [f"--set-for {shlex.quote(f'{method.get(kind, kind)}:{k}={v}')}" for kind, row in best
+             for k, v in row.items()]
+    return " ".join([f"--methods {','.join(method.get(kind, kind) for kind, _ in best)}", *flags])
 
 
 def top_table(frame: pd.DataFrame, swept: list[str], metric: str, k: int = 10) -> str:

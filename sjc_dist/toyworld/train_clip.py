@@ -300,8 +300,7 @@ def train(cfg: ClipTrainConfig, out: Path, device: str | torch.device) -> dict:
 
 def parse_args(argv: list[str] | None) -> tuple[ClipTrainConfig, Path, str]:
     """--out, --device and one --flag per ClipTrainConfig field (validated by the config's ranges)."""
-    cfg, out, device = parse_config_cli(ClipTrainConfig, argv, __doc__, "folder for the checkpoint, config, plot and logs")
-    return cfg, out, device
+    return parse_config_cli(ClipTrainConfig, argv, __doc__, "folder for the checkpoint, config, plot and logs")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -277,7 +277,8 @@ def plot_losses(losses: list, path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> tuple[UNetTrainConfig, Path, str]:
     """--out, --device and one --flag per UNetTrainConfig field (validated by the config's ranges)."""
-    cfg, out, device = parse_config_cli(UNetTrainConfig, argv, __doc__, "folder for the diffusers model, log and loss plot")
+    cfg, out, device = parse_config_cli(UNetTrainConfig, argv, __doc__,
+                                        "folder for the diffusers model, log and loss plot")
     return cfg.check(), out, device
 
 

@@ -46,7 +46,7 @@ def test_best_per_kind_as_bench_flags_that_plan_each_method_at_its_best(tmp_path
     from sjc_dist.evaluation.benchmark import plan_jobs
 
     table = rank_settings(frame(), SWEPT, "eval/iou", "max", ["prompt.text"], per="guidance.kind")
-    flags = bench_set_for(best_settings(table, "guidance.kind"))
+    flags = bench_set_for(table)
     assert flags == "--methods sjc,sds --set-for sjc:guidance.weight=7.5 --set-for sds:guidance.weight=3.0"
     words = flags.split()
     jobs = plan_jobs(["a red cube"], words[1].split(","), [0], tmp_path, "empirical", ["steps=5"], words[3::2])
