@@ -92,10 +92,10 @@ def plan(args, device) -> list:
     """(kind, item) in order of importance, the budget cutting the tail: the UNet matrix, the engine options on
     the compiled UNet, the parts, the warm-cache probe, the cheap ablations, then the extra compiles."""
     vs = {v.name: v for v in variants(args, device)}
-    order = ["eager-fp32", "fast", "compile", "compile+inside", "compile+visible", "stage:render",
+    order = ["eager-fp32", "fast", "compile", "stage:scan", "compile+inside", "compile+visible", "stage:render",
              "stage:adamax", "stage:stack", "fast-nchw", "stage:compile_probe", "fast+visible", "fast-fp8",
              "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
-    skip = {"stage:render", "stage:adamax", "stage:stack", "stage:fp8", "stage:render_fused"} if args.no_parts else set()
+    skip = {"stage:scan", "stage:render", "stage:adamax", "stage:stack", "stage:fp8", "stage:render_fused"} if args.no_parts else set()
     if device.type != "cuda" or not any(v.compiles for v in vs.values()):
         skip |= {"stage:compile_probe", "stage:render_fused"}
     return [("stage", name[6:]) if name.startswith("stage:") else ("variant", vs[name])
@@ -114,6 +114,7 @@ def run_stage(name: str, args, size, master, device, report: Report, clock: Cloc
                                                                    device, clock, log)},
            "adamax": lambda: gpu_parts.adamax_part(size, kmax, device),
            "stack": lambda: gpu_parts.stack_part(size, kmax, device),
+           "scan": lambda: gpu_parts.scan_part(device, *(() if device.type == "cuda" else (20_000, 256))),
            "fp8": lambda: gpu_parts.fp8_part(master, size, device, (2, 2 * kmax), not args.force_fast_path),
            "compile_probe": lambda: compile_probe(args, device, log)}
     report.stage(name, fns[name])

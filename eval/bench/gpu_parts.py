@@ -7,6 +7,8 @@ bench's evidence for the engine's render, optimiser and precision defaults.
   the fractions of samples inside the box and visible;
 - adamax: K scenes' optimiser steps one by one against grouped (optim/adamax.py);
 - stack: what concatenating the K grids costs per step (the renderer does it once per step);
+- scan: the packed renderer's per-ray sums, forward and backward, as one cumsum along dim 0 of [P, D] (what
+  packed.ray_sums did before: on CUDA one serial thread per column) against one 1-D scan per column (now);
 - fp8: agreement of the float8-linear denoiser with eager fp32 and the UNet call's time against fp16.
 """
 import copy
@@ -20,6 +22,7 @@ from sd_standin import make_denoiser, run_config, sphere_field
 from sjc_dist.diffusion.denoiser import Cond
 from sjc_dist.diffusion.fast import FastConfig
 from sjc_dist.optim.adamax import Adamax, together
+from sjc_dist.scene.packed import ray_sums
 from sjc_dist.scene.render import n_samples, ray_box
 from sjc_dist.scene.scenes import VoxelScene, render_scenes
 
@@ -116,6 +119,24 @@ def stack_part(size, k: int, device) -> dict:
     grids = [sc.field.grid.detach() for sc in scenes_for(size, k, "fresh", "all", "none", device)]
     return {"k": k, "bytes": sum(g.numel() * g.element_size() for g in grids),
             **bench_ms(lambda: torch.cat(grids), device)}
+
+
+def scan_part(device, samples: int = 3_500_000, rays: int = 16_384, columns: int = 6) -> dict:
+    """Per-ray sums of x [P, D] over `rays` equal segments, forward + backward: one [P, D] scan along dim 0
+    against packed.ray_sums (a 1-D scan per column); P ~ the SD bench's packed samples of 4 views at K = 1."""
+    x = torch.rand(samples, columns, device=device, requires_grad=True)
+    counts = torch.full((rays,), samples // rays, device=device)
+    first = counts.cumsum(0) - counts
+
+    def outer_dim():
+        cs = torch.nn.functional.pad(x.double().cumsum(0), (0, 0, 1, 0))
+        (cs.index_select(0, first + counts) - cs.index_select(0, first)).float().sum().backward()
+
+    def per_column():
+        ray_sums(x, first, counts).sum().backward()
+
+    return {"samples": samples, "columns": columns, "outer_dim": bench_ms(outer_dim, device),
+            "per_column": bench_ms(per_column, device)}
 
 
 def fp8_part(master, size, device, images: tuple[int, ...], cpu_fallback: bool = True) -> dict:

@@ -182,10 +182,14 @@ def parts_lines(d: dict) -> list[str]:
                  fmt(r.get("inside_first_view"), ".2f", ""), fmt(r.get("visible"), ".3f", "")] for r in render]
         lines += ["## Render alone (forward + backward)", ""] + table(
             ["K", "fields", "samples", "fuse", "ms", "range", "inside", "visible"], body, "rllrrrrr") + [""]
-    for name in ("adamax", "stack"):
+    for name in ("adamax", "stack", "scan"):
         p = parts.get(name, {})
         if "error" in p or not p:
             lines.append(f"- {name}: {p.get('error', 'not measured')}")
+        elif name == "scan":
+            lines.append(f"- per-ray sums of [{p['samples']:,}, {p['columns']}] samples, forward + backward: one scan "
+                         f"along dim 0 {fmt(p['outer_dim']['ms'])} ms, a 1-D scan per column (the engine's) "
+                         f"{fmt(p['per_column']['ms'])} ms")
         elif name == "adamax":
             lines.append(f"- Adamax, K={p['k']} scenes: one by one {fmt(p['each']['ms'])} ms, grouped "
                          f"{fmt(p['grouped']['ms'])} ms")

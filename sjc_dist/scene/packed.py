@@ -13,6 +13,10 @@ fields' density scale e^{d_scale} is applied in the padded [K, longest] layout, 
 'visible' also reads colour only where w_i > VISIBLE_WEIGHT (the official code's 1e-4): each pixel's colour
 then moves by at most sum of w_i |c_i| over the dropped samples; weights, depth and opacity stay exact.
 Host syncs: one per render (the sample counts size the buffers), two with 'visible'.
+Scans are 1-D only: CUDA runs a 1-D cumsum as one device-wide (cub) scan, but a cumsum along dim 0 of [P, D]
+gives each of the D columns one thread that walks all P rows in series (ATen's scan_outer_dim), forward and
+backward: at the SD bench's P ~ 3.5e6 that is the likely cause of its 510 ms packed steps (BENCHMARKS section 1).
+The CPU, serial either way, shows no difference; tests/scene/test_render.py checks every scan's shape.
 Shapes: Q = K*B*R rays; packed tensors are [P] or [P, C].
 """
 from dataclasses import dataclass
@@ -82,8 +86,8 @@ class ExclusiveSum(torch.autograd.Function):
 
 
 def ray_sums(x: Tensor, first: Tensor, counts: Tensor) -> Tensor:
-    """[Q, D] per-ray sums of x [P, D]."""
-    cs = F.pad(x.double().cumsum(0), (0, 0, 1, 0))
+    """[Q, D] per-ray sums of x [P, D], from one 1-D prefix sum per column (see the module note on scans)."""
+    cs = torch.stack([prefix(column) for column in x.unbind(1)], 1)
     return (cs.index_select(0, first + counts) - cs.index_select(0, first)).to(x.dtype)
 
 

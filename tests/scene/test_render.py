@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from sjc_dist.scene.background import Background, BackgroundConfig
 from sjc_dist.scene.cameras import Cameras, orbit
@@ -243,3 +244,27 @@ def test_render_many_refuses_an_unknown_sample_rule():
     fields, bgs, cams = random_batch("none", k=1)
     with pytest.raises(ValueError, match="samples must be one of"):
         render_many(fields, bgs, cams, 0.1, "some")
+
+
+class ScanShapes(TorchDispatchMode):
+    """Records (shape, dim) of every aten cumsum run under it, the backward's included."""
+
+    def __init__(self):
+        super().__init__()
+        self.scans: list[tuple[tuple[int, ...], int]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket is torch.ops.aten.cumsum:
+            self.scans.append((tuple(args[0].shape), args[1] % args[0].dim()))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("samples", ["inside", "visible"])
+def test_packed_render_scans_are_one_dimensional(samples):
+    """A cumsum along a non-last dim of a 2-D tensor runs one serial thread per column on CUDA (seconds at
+    millions of samples); every packed scan, forward and backward, must be over a whole 1-D tensor."""
+    fields, bgs, cams = random_batch("tanh", seed=2)
+    with ScanShapes() as mode:
+        rendered_with_grads(fields, bgs, cams, samples)
+    assert len(mode.scans) >= 4  # forward and backward scans were seen: the check has teeth
+    assert [s for s in mode.scans if math.prod(s[0]) != s[0][s[1]]] == []
