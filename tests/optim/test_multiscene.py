@@ -11,6 +11,16 @@ from sjc_dist.optim.run import SJCRun
 STEPS = 4
 
 
+def assert_same_trajectory(got: torch.Tensor, want: torch.Tensor, name: str) -> None:
+    """Equal up to float32 rounding of the batched GEMMs, as Adamax carries it: it divides by the running max of
+    |g|, so a value whose gradient is at rounding level (CSD's eps_c - eps_u on the tiny random UNet) can move by
+    a visible part of a step (3.6e-4 on 2 of 2,560 values with torch 2.14). So: 99% within 1e-4, all within 1e-3,
+    i.e. 2% of one step of lr 0.05; another scene's gradient or a skipped step moves values by about lr."""
+    diff = (got - want).abs()
+    assert float(diff.max()) <= 1e-3, f"{name}: max |diff| {float(diff.max()):.3g}"
+    assert float((diff > 1e-4).float().mean()) <= 0.01, f"{name}: {int((diff > 1e-4).sum())} values off by > 1e-4"
+
+
 @pytest.fixture
 def configs(make_config, tiny_pipeline):
     base = (f"model.name={tiny_pipeline}", "prompt.view_dependent=true", "sigma.min=null", "sigma.max=null",
@@ -53,7 +63,7 @@ def test_batch_trajectories_equal_solo_runs(configs, tiny_model):
     for a, b, la, lb in zip(solo, runs, solo_losses, zip(*batch_losses)):
         assert b.step_index == STEPS
         for (name, p), q in zip(a.scene.named_parameters(), b.scene.parameters()):
-            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-4, msg=name)  # float32 rounding of batched GEMMs
+            assert_same_trajectory(q, p, name)
         assert list(lb) == pytest.approx(la, rel=1e-4, abs=1e-4)
     assert not torch.allclose(runs[0].scene.field.grid, runs[1].scene.field.grid)
     assert runs[5].scene.field.size == 9 and runs[5].cfg.field.size_at(0, STEPS) == 5  # grew mid-run
