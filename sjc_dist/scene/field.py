@@ -4,7 +4,7 @@ Channel 0 is raw density, channels 1..C are features (C = 3 RGB for pixel models
 Trilinear interpolation of the raw values, then tau = softplus(raw * e^{d_scale} + density_shift) (the official
 activation, d_scale a learnable scalar initialised at 0); features are raw ("none") or tanh-squashed.
 Grid axes follow grid_sample: index [z, y, x] for a point (x, y, z) / L in [-1, 1].
-`sample_fields` samples K fields of one shape in one batched grid_sample (the renderer's batched-scenes path).
+`sample_channels` samples K fields of one shape in one batched grid_sample (the renderer's batched-scenes path).
 Coarse-to-fine (off by default, as in the official code): the grid starts at `coarse_size` and is upsampled at the
 fractions `upsample_at` of the run, its side growing log-linearly to `grid_size` (TensoRF's rule); `grid_size` is
 always the final size, so readers of a finished field rebuild it from the config alone.
@@ -119,23 +119,32 @@ def resample_grid(grid: Tensor, n: int) -> Tensor:
     return F.interpolate(grid.detach(), size=(n, n, n), mode="trilinear", align_corners=True)
 
 
-def activate(raw: Tensor, d_scale: Tensor, density_shift: float, feature_activation: str) -> tuple[Tensor, Tensor]:
-    """raw [K, P, 1 + C] (or [..., 1 + C] with a scalar d_scale), d_scale [K, 1] -> (tau [K, P], feat [K, P, C])."""
-    tau = F.softplus(raw[..., 0] * d_scale.exp() + density_shift)
-    feat = raw[..., 1:]
+def activate(raw: Tensor, d_scale: Tensor, density_shift: float, feature_activation: str,
+             dim: int = -1) -> tuple[Tensor, Tensor]:
+    """raw [K, P, 1 + C] (or [..., 1 + C] with a scalar d_scale; channels along `dim`: [K, 1 + C, P] with dim=1),
+    d_scale [K, 1] -> (tau [K, P], feat [K, P, C] or [K, C, P]). A split, whose backward is one cat."""
+    density, feat = raw.split([1, raw.shape[dim] - 1], dim)
+    tau = F.softplus(density.squeeze(dim) * d_scale.exp() + density_shift)
     return tau, torch.tanh(feat) if feature_activation == "tanh" else feat
 
 
-def sample_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
-    """Raw trilinear samples [K, P, 1 + C] of K fields of one `stack_key` at their own points [K, P, 3], with one
-    grid_sample over the stacked grids [K, 1 + C, N, N, N], and the fields' d_scale [K, 1]."""
+def sample_channels(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
+    """Raw trilinear samples [K, 1 + C, P] (channels first, as grid_sample gives them) of K fields of one
+    `stack_key` at their own points [K, P, 3], one grid_sample over the stacked grids [K, 1 + C, N, N, N], and the
+    fields' d_scale [K, 1]."""
     first = fields[0]
     k, n_pts = points.shape[:2]
     grid = first.grid if k == 1 else torch.cat([f.grid for f in fields])
     d_scale = torch.stack([f.d_scale for f in fields])[:, None]
     g = (points / first.cfg.bbox_len).reshape(k, 1, 1, n_pts, 3).to(grid.dtype)
     raw = F.grid_sample(grid, g, mode="bilinear", align_corners=True)  # [K, 1+C, 1, 1, P]
-    return raw.reshape(k, 1 + first.channels, n_pts).transpose(1, 2), d_scale
+    return raw.reshape(k, 1 + first.channels, n_pts), d_scale
+
+
+def sample_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:
+    """`sample_channels` with the channels last: raw [K, P, 1 + C] (a transposed view) and d_scale [K, 1]."""
+    raw, d_scale = sample_channels(fields, points)
+    return raw.transpose(1, 2), d_scale
 
 
 def query_fields(fields: list[VoxelField], points: Tensor) -> tuple[Tensor, Tensor]:

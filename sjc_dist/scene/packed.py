@@ -86,9 +86,10 @@ class ExclusiveSum(torch.autograd.Function):
 
 
 def ray_sums(x: Tensor, first: Tensor, counts: Tensor) -> Tensor:
-    """[Q, D] per-ray sums of x [P, D], from one 1-D prefix sum per column (see the module note on scans)."""
-    cs = torch.stack([prefix(column) for column in x.unbind(1)], 1)
-    return (cs.index_select(0, first + counts) - cs.index_select(0, first)).to(x.dtype)
+    """[Q, D] per-ray sums of x [P, D]: per column, differences of one 1-D prefix sum (the module note on scans)."""
+    end = first + counts
+    sums = [cs.index_select(0, end) - cs.index_select(0, first) for cs in map(prefix, x.unbind(1))]
+    return torch.stack(sums, 1).to(x.dtype)
 
 
 def sample_weights(tau: Tensor, seg_start: Tensor, seg_end: Tensor, step: float) -> Tensor:

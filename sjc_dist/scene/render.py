@@ -22,7 +22,7 @@ from torch import Tensor
 from ..configtools import opt
 from .background import Background
 from .cameras import Cameras
-from .field import VoxelField, activate, sample_fields
+from .field import VoxelField, activate, sample_channels
 from .packed import pack, render_packed
 from .packed import shade as shade_packed
 
@@ -70,12 +70,17 @@ def n_samples(half: float, step: float) -> int:
 
 
 def composite(tau: Tensor, feats: Tensor, t: Tensor, step: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(weights [..., S], colour [..., C], depth [...]) from densities [..., S], features [..., S, C]."""
+    """(weights [K*B, R, S], colour [K*B, R, C], depth [K*B, R]) from densities tau [K*B, R, S] and features
+    channels first [K, C, B*R*S]: the colour sum runs along each channel's contiguous samples (no transposed
+    copy of the features, vectorised kernels forward and backward; the GPU's render is memory-bound)."""
     tau_delta = tau * step
     alpha = 1 - torch.exp(-tau_delta)
     trans = torch.exp(-(torch.cumsum(tau_delta, -1) - tau_delta))
     w = alpha * trans
-    return w, (w[..., None] * feats).sum(-2), (w * t).sum(-1)
+    k, c = feats.shape[:2]
+    rays = w.shape[:-1]  # (K*B, R)
+    colour = (feats.reshape(k, c, -1, w.shape[-1]) * w.reshape(k, 1, -1, w.shape[-1])).sum(-1)  # [K, C, B*R]
+    return w, colour.transpose(1, 2).reshape(*rays, c), (w * t).sum(-1)
 
 
 def background_depth(backgrounds: list[Background], b: int, device: torch.device) -> float | Tensor:
@@ -106,7 +111,7 @@ def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: l
     bg_depth = background_depth(backgrounds, b, o.device)
     if samples == "all":
         pts = o[..., None, :] + t[..., None] * d[..., None, :]
-        raw, d_scale = sample_fields(fields, pts.reshape(k, -1, 3))
+        raw, d_scale = sample_channels(fields, pts.reshape(k, -1, 3))
         cfg = fields[0].cfg
         w, colour, depth, opacity = fused(shade, fuse, o.device)(raw, d_scale, t, t_out, bg, bg_depth, step,
                                                                  cfg.density_shift, cfg.feature_activation)
@@ -147,11 +152,12 @@ def blend(colour: Tensor, depth: Tensor, opacity: Tensor, bg: Tensor, bg_depth: 
 
 def shade(raw: Tensor, d_scale: Tensor, t: Tensor, t_out: Tensor, bg: Tensor, bg_depth: float | Tensor,
           step: float, density_shift: float, feature_activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Raw samples [K, B*R*S, 1 + C] at distances t [K*B, R, S] -> (weights [K*B, R, S], colour [K*B, R, C],
-    depth [K*B, R], opacity [K*B, R]) over the background bg [K*B, R, C]; samples past t_out [K*B, R] are empty."""
-    tau, feats = activate(raw, d_scale, density_shift, feature_activation)
+    """Raw samples [K, 1 + C, B*R*S] (channels first) at distances t [K*B, R, S] -> (weights [K*B, R, S], colour
+    [K*B, R, C], depth [K*B, R], opacity [K*B, R]) over the background bg [K*B, R, C]; samples past t_out [K*B, R]
+    are empty."""
+    tau, feats = activate(raw, d_scale, density_shift, feature_activation, dim=1)
     tau = tau.reshape(t.shape) * (t < t_out[..., None])
-    w, colour, depth = composite(tau, feats.reshape(*t.shape, -1), t, step)
+    w, colour, depth = composite(tau, feats, t, step)
     return (w, *blend(colour, depth, w.sum(-1), bg, bg_depth))
 
 

@@ -16,7 +16,7 @@ def assert_same_trajectory(got: torch.Tensor, want: torch.Tensor, name: str) -> 
     |g|, so a value whose gradient is at rounding level (CSD's eps_c - eps_u on the tiny random UNet) can move by
     a visible part of a step (3.6e-4 on 2 of 2,560 values with torch 2.14). So: 99% within 1e-4, all within 1e-3,
     i.e. 2% of one step of lr 0.05; another scene's gradient or a skipped step moves values by about lr."""
-    diff = (got - want).abs()
+    diff = (got - want).detach().abs()
     assert float(diff.max()) <= 1e-3, f"{name}: max |diff| {float(diff.max()):.3g}"
     assert float((diff > 1e-4).float().mean()) <= 0.01, f"{name}: {int((diff > 1e-4).sum())} values off by > 1e-4"
 
