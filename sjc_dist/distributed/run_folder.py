@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..configtools import to_json
-from ..optim.checkpoint import save_checkpoint
+from ..optim.checkpoint import save_checkpoint, to_host
 from ..optim.run import SJCRun
 
 
@@ -44,18 +44,32 @@ class RunFolder:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         log.write_text("".join(ln + "\n" for ln in lines))
 
-    def finish(self, run: SJCRun, device_seconds: float, note: str = "") -> dict[str, str]:
-        """Write the outputs, checkpoint.pt and summary.json; returns name -> path of every file."""
-        from ..artifacts import write_outputs
+    def gather(self, run: SJCRun) -> dict:
+        """The device part of `finish`, for a worker to run under its device lock: the outputs and the
+        checkpoint's state on the host, and the step counts."""
+        from ..artifacts import gather_outputs
+
+        return {"outputs": gather_outputs(run), "state": to_host(run.state_dict()), "steps": run.step_index,
+                "steps_total": run.cfg.steps, "config": to_json(run.cfg)}
+
+    def write(self, gathered: dict, device_seconds: float, note: str = "") -> dict[str, str]:
+        """The host part of `finish` (no device): the outputs, checkpoint.pt and summary.json; returns name ->
+        path of every file."""
+        from ..artifacts import save_outputs
 
         assert self.path is not None, "finish needs a run folder (output.dir)"
-        self.start(run)
-        files = {k: str(v) for k, v in write_outputs(run, self.path).items()}
-        files["checkpoint"] = str(save_checkpoint(run.state_dict(), self.path / "checkpoint.pt"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.json").write_text(gathered["config"])
+        files = {k: str(v) for k, v in save_outputs(gathered["outputs"], self.path).items()}
+        files["checkpoint"] = str(save_checkpoint(gathered["state"], self.path / "checkpoint.pt"))
         files["config"] = str(self.path / "config.json")
         if (self.path / "metrics.jsonl").is_file():
             files["metrics"] = str(self.path / "metrics.jsonl")
-        summary = {"steps": run.step_index, "steps_total": run.cfg.steps, "device_seconds": device_seconds,
-                   "files": files, **({"note": note} if note else {})}
+        summary = {"steps": gathered["steps"], "steps_total": gathered["steps_total"],
+                   "device_seconds": device_seconds, "files": files, **({"note": note} if note else {})}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
         return files
+
+    def finish(self, run: SJCRun, device_seconds: float, note: str = "") -> dict[str, str]:
+        """Write the outputs, checkpoint.pt and summary.json (`gather` then `write`)."""
+        return self.write(self.gather(run), device_seconds, note)

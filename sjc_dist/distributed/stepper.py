@@ -15,7 +15,8 @@ in its metrics (`sjc_status: failed`), never raised: Tune would otherwise retry 
 only the scenes that raise when stepped alone (`step_round`); the others go on.
 Each slot keeps its trial's run folder (run_folder.py: config.json, metrics.jsonl, and at the end the outputs and
 checkpoint.pt); `stats_path` keeps a copy of the worker's counters on disk, so a dead worker is still counted.
-Device work is serialised: rounds, opening and restoring scenes, scoring, saving and the finish all hold one
+Device work is serialised: rounds, opening and restoring scenes, scoring, saving and the finish's device part
+(renders, decodes, copies: `RunFolder.gather`; its files are encoded and written outside) all hold one
 lock (`device_lock`, a DeviceLock), because the model is not safe to call from two threads at once on a GPU
 (FastDenoiser's CUDA graphs share one static memory pool, and capturing a graph forbids other threads'
 allocations). Callers go before the next round, so back-to-back rounds never starve an `open`.
@@ -360,8 +361,9 @@ class SlotStepper:
         summary) and evaluate it (`evaluate` None: not evaluated, `note` says why)."""
         s = self._get(slot)
         s.folder = RunFolder(run_dir)
-        with self.device_lock:
-            files = s.folder.finish(s.run, s.device_seconds, note)
+        with self.device_lock:  # renders, decodes, copies to the host; the files are written beside the rounds
+            gathered = s.folder.gather(s.run)
+        files = s.folder.write(gathered, s.device_seconds, note)
         with self.device_lock:  # the judge runs on the worker's device too
             metrics, note = evaluate(Path(run_dir)) if evaluate is not None else ({}, note or "evaluation off")
         return {"files": files, "eval": metrics, "eval_note": note}

@@ -28,6 +28,18 @@ def save_checkpoint(state: dict, path: str | Path, config_json: str | None = Non
     return path
 
 
+def to_host(state):
+    """A copy of a state (nested dicts, lists, tuples of tensors and plain values) with every tensor on the CPU,
+    so it can be written without the device (a CPU tensor is kept as it is, not copied)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: to_host(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(to_host(v) for v in state)
+    return state
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """The saved state, on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest."""
     return torch.load(Path(path), map_location="cpu", weights_only=True)

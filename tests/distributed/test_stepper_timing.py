@@ -4,6 +4,7 @@ opening, saving, finishing) off the device while a round runs. The model is the 
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,26 @@ def test_scoring_never_overlaps_a_round(stepper, make_config, monkeypatch):
     assert len(intervals["score"]) == 12 and len(intervals["round"]) >= 30
     overlaps = [(r, s) for r in intervals["round"] for s in intervals["score"] if r[0] < s[1] and s[0] < r[1]]
     assert not overlaps
+
+
+def test_a_finishing_trial_writes_its_files_while_the_others_step(stepper, make_config, tmp_path, monkeypatch):
+    """Issue 14: only the device part of a finish (renders, decodes, copies) holds the device lock. While the
+    finished slot's files are being written, another slot's advance runs its rounds and returns."""
+    done, steady = (stepper.open(config(make_config, f"seed={i}", "steps=30")) for i in range(2))
+    stepper.advance(done, 8)
+    stepped_meanwhile = {}
+    write = stepper_module.RunFolder.write
+
+    def slow_write(folder, *args, **kwargs):
+        before = stepper.slots[steady].run.step_index
+        t = threading.Thread(target=stepper.advance, args=(steady, 3))
+        t.start()
+        t.join(timeout=60)  # would time out if the writing thread held the device lock
+        stepped_meanwhile["steps"] = stepper.slots[steady].run.step_index - before
+        return write(folder, *args, **kwargs)
+
+    monkeypatch.setattr(stepper_module.RunFolder, "write", slow_write)
+    files = stepper.finish(done, str(tmp_path / "run"))["files"]
+    assert stepped_meanwhile["steps"] == 3
+    assert {"field", "views", "depth", "checkpoint", "config"} <= set(files)
+    assert all(Path(p).is_file() for p in files.values())
