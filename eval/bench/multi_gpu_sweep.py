@@ -166,7 +166,10 @@ def worker_environment(inductor_cache: str = "") -> None:
     """What Ray's worker processes inherit (set before Ray starts): PYTHONPATH with absolute entries and the
     repository root first (sjc_dist need not be installed; a worker's cwd is not this one), no tokenizer
     threads, Inductor's cache folder if given (a warm one: the workers load compiled graphs instead of
-    compiling)."""
+    compiling); a local Ray's settings (sweep.prepare_env: before the version probe imports Ray)."""
+    from sjc_dist.distributed.sweep import prepare_env
+
+    prepare_env(None)
     if inductor_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(inductor_cache).resolve())
     root = str(Path(__file__).resolve().parents[2])

@@ -68,9 +68,13 @@ def prepare_env(address: str | None) -> None:
     sweep, Ray's single-machine mode, in which the GCS, raylet, driver and workers listen on 127.0.0.1 only (by
     default they listen on every interface), and token mode set explicitly (LOCAL_ENV); worker logs without
     progress bars, and without colour codes when the output is not a terminal. A variable the user set is left
-    as it is."""
+    as it is. Called after Ray was imported, it leaves the auth mode to Ray (token mode, with Ray's warning).
+    """
     prepare_auth(address)
-    for key, value in {**({} if address else LOCAL_ENV), **WORKER_ENV}.items():
+    local = {} if address else dict(LOCAL_ENV)
+    if "ray" in sys.modules:  # Ray read its auth mode at import: RAY_AUTH_MODE now would reach its GCS, not
+        local.pop("RAY_AUTH_MODE", None)  # itself (GCS 'Check failed: has_token' on a fresh machine); Ray's own default
+    for key, value in {**local, **WORKER_ENV}.items():
         os.environ.setdefault(key, value)
     if not sys.stdout.isatty():
         os.environ.setdefault("RAY_COLOR_PREFIX", "0")

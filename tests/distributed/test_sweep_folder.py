@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import types
 
 import pytest
 import yaml
@@ -143,10 +144,17 @@ def test_a_local_sweep_asks_ray_for_quiet_loopback_services(monkeypatch, tmp_pat
     for key in ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # as in `sjc sweep`: nothing imported Ray yet
     sweep.prepare_env(None)
     assert {k: os.environ.get(k) for k in ENV_KEYS[:5]} == {
         "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "TQDM_DISABLE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1", "RAY_COLOR_PREFIX": "0"}
+    # Ray already imported (it read its auth mode then): token mode set now would reach its GCS alone, which on
+    # a machine without ~/.ray/auth_token aborts ('Check failed: has_token'); the mode is left to Ray's default
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setitem(sys.modules, "ray", sys.modules.get("ray") or types.ModuleType("ray"))
+    sweep.prepare_env(None)
+    assert "RAY_AUTH_MODE" not in os.environ and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     for key in ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ray/auth_token: no token at hand
