@@ -97,7 +97,9 @@ def plan(args, device) -> list:
              "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
     skip = {"stage:scan", "stage:render", "stage:adamax", "stage:stack", "stage:fp8", "stage:render_fused"} if args.no_parts else set()
     if device.type != "cuda" or not any(v.compiles for v in vs.values()):
-        skip |= {"stage:compile_probe", "stage:render_fused"}
+        skip |= {"stage:compile_probe"}
+    if device.type != "cuda":
+        skip |= {"stage:render_fused"}
     return [("stage", name[6:]) if name.startswith("stage:") else ("variant", vs[name])
             for name in order if name not in skip and (name.startswith("stage:") or name in vs)]
 
@@ -151,7 +153,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--matmul-size", type=int, default=0, help="0: 8192 on the GPU, 512 on the CPU")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="skip the torch.profiler table")
-    ap.add_argument("--profile-variant", default="compile+visible", help="the variant profiled at the largest K")
+    ap.add_argument("--profile-variant", default="compile+visible", help="the variant profiled (at --profile-ks)")
+    ap.add_argument("--profile-ks", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="the K profiled (default: the largest)")
     ap.add_argument("--force-fast-path", action="store_true",
                     help="on a CPU, run FastDenoiser's fast path (padding, dtype) instead of its plain fallback")
     args = ap.parse_args(argv)

@@ -167,11 +167,27 @@ def matrix_lines(d: dict) -> list[str]:
 def rows_lines(d: dict) -> list[str]:
     body = [[r["variant"], r["k"], fmt(r["step_ms"]), fmt(r["ms_per_scene_it"]), fmt(r["scene_its_per_s"], ".1f"),
              f"{fmt(r['unet_ms'])} ({100 * r['unet_share']:.0f}%)", fmt(r["peak_gib_per_scene"], ".3f"),
-             f"{100 * r['mfu']:.1f}%", fmt(r["first_step_s"]), "yes" if r["finite_loss"] else "NO"]
-            for r in d.get("rows", [])]
+             f"{100 * r['mfu']:.1f}%", fmt(r["first_step_s"]), fmt(r.get("host_ms")),
+             "yes" if r["finite_loss"] else "NO"] for r in d.get("rows", [])]
     head = ["variant", "K", "ms/step", "ms/scene-it", "scene-it/s", "UNet ms (share)", "peak GiB/scene",
-            "of floor", "first step s", "finite"]
-    return ["## Full steps", ""] + table(head, body, "lrrrrrrrrl") + [""]
+            "of floor", "first step s", "host ms", "finite"]
+    return ["## Full steps", ""] + table(head, body, "lrrrrrrrrrl") + [""] + profile_lines(d)
+
+
+def profile_lines(d: dict) -> list[str]:
+    """Per profiled row: GPU busy fraction, kernels per step and each phase's host and device ms per step
+    ('host ms' above: a step's return without waiting for the GPU; near ms/step, the host bounds the step)."""
+    lines = []
+    for r in d.get("rows", []):
+        p = r.get("profile") or {}
+        if "phases" not in p:
+            continue
+        phases = ", ".join(f"{k[4:]} {fmt(v.get('cpu_ms'))} / {fmt(v.get('device_ms'))} / {fmt(v.get('gpu_span_ms'))}"
+                           for k, v in p["phases"].items())
+        lines.append(f"- {r['variant']} K={r['k']} (profiled, `{p['table']}`): GPU busy "
+                     f"{fmt(p['gpu_busy_fraction'], '.2f')} of {fmt(p['wall_ms_per_step'])} ms a step, "
+                     f"{fmt(p['kernels_per_step'], '.0f')} kernels a step; host / kernel / GPU-span ms a step by phase: {phases}")
+    return (["## Profiles", ""] + lines + [""]) if lines else []
 
 
 def parts_lines(d: dict) -> list[str]:

@@ -105,16 +105,30 @@ def measure_k(model, size, k: int, v: Variant, args, device, log) -> dict:
     est = timed_ms(lambda: [batch.step_all() for _ in range(args.warmup)], device) / max(args.warmup, 1)
     calls = max(args.min_steps, min(100, math.ceil(args.repeat_seconds * 1e3 / max(est, 1e-3))))
     step_ms = median_ms_per_call(batch.step_all, device, calls, args.repeats)
+    host_ms = host_step_ms(batch, device, args.repeats)
     finite = bool(torch.stack(batch.step_all()).isfinite().all())
     unet_ms = denoise_ms(batch, device, calls, args.repeats)
     peak = peak_memory(device) - mem0
     row = {"k": k, "step_ms": step_ms, "ms_per_scene_it": step_ms / k, "scene_its_per_s": 1e3 * k / step_ms,
-           "unet_ms": unet_ms, "unet_share": unet_ms / step_ms, "first_step_s": first_s,
+           "unet_ms": unet_ms, "unet_share": unet_ms / step_ms, "first_step_s": first_s, "host_ms": host_ms,
            "steps_timed": calls * args.repeats, "peak_bytes": peak, "peak_gib_per_scene": peak / k / GIB,
            "finite_loss": finite, "syncs_per_step": guarded(lambda: sync_sites(batch, device, 3))}
-    if args.profile and k == max(args.ks) and v.name == args.profile_variant:
+    if args.profile and k in (args.profile_ks or [max(args.ks)]) and v.name == args.profile_variant:
         row["profile"] = guarded(lambda: profile_steps(batch, device, args, f"{v.name}_k{k}"))
     return row
+
+
+def host_step_ms(batch: SceneBatch, device, repeats: int) -> float:
+    """Median host time of one step from a synchronised start to step_all's return, the GPU not waited for:
+    close to the full step when the host (Python, kernel launches) bounds it, far under it when the GPU does."""
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        batch.step_all()
+        times.append((time.perf_counter() - t) * 1e3)
+    sync(device)
+    return sorted(times)[len(times) // 2]
 
 
 def sync_sites(batch: SceneBatch, device, steps: int) -> dict:
@@ -153,9 +167,28 @@ def profile_steps(batch: SceneBatch, device, args, tag: str, steps: int = 5) -> 
     wall_us = (time.perf_counter() - t) * 1e6
     avg = prof.key_averages()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    Path(args.out, f"profile_{tag}.txt").write_text(avg.table(sort_by=key, row_limit=30))
-    busy = sum(e.self_device_time_total for e in avg if e.device_type == DeviceType.CUDA)
-    return {"table": f"profile_{tag}.txt", "gpu_busy_fraction": busy / wall_us if busy else None}
+    tables = [avg.table(sort_by=key, row_limit=30), avg.table(sort_by="cpu_time_total", row_limit=40)]
+    Path(args.out, f"profile_{tag}.txt").write_text("\n\n".join(tables))
+    kernels = [e for e in avg if e.device_type == DeviceType.CUDA and not e.key.startswith("sjc.")]
+    busy = sum(e.self_device_time_total for e in kernels)
+    return {"table": f"profile_{tag}.txt", "gpu_busy_fraction": busy / wall_us if busy else None,
+            "wall_ms_per_step": wall_us / 1e3 / steps,
+            "phases": phase_ms(avg, steps), "kernels_per_step": sum(e.count for e in kernels) / steps}
+
+
+def phase_ms(avg, steps: int) -> dict:
+    """SceneBatch's named phases (sjc.*), ms a step: host time (the range on the calling thread), the device
+    time of the kernels launched in it, and, on CUDA, the range's span on the GPU (its gpu_user_annotation)."""
+    from torch.autograd import DeviceType
+
+    out: dict[str, dict] = {}
+    for e in (e for e in avg if e.key.startswith("sjc.")):
+        ph = out.setdefault(e.key, {})
+        if e.device_type == DeviceType.CUDA:
+            ph["gpu_span_ms"] = e.device_time_total / 1e3 / steps
+        else:
+            ph.update(cpu_ms=e.cpu_time_total / 1e3 / steps, device_ms=e.device_time_total / 1e3 / steps)
+    return out
 
 
 def agreement(denoiser, master, size, device, n: int) -> dict:

@@ -76,7 +76,12 @@ def longest_ray_samples(origins: Tensor, dirs: Tensor, half: float, step: float)
     """The official sample count of each view, floor(max chord / delta) + 1 [B], for rays [B, R, 3] through the box
     [-half, half]^3 (chords clipped to in front of the camera, as the official scene_box_filter)."""
     t_in, t_out = ray_box(origins, dirs, half)
-    return torch.floor((t_out - t_in).amax(-1) / step) + 1
+    return chord_samples((t_out - t_in).amax(-1), step)
+
+
+def chord_samples(chord: Tensor, step: float) -> Tensor:
+    """floor(chord / delta) + 1: the official sample count of a ray of length `chord` (a view's longest, [B])."""
+    return torch.floor(chord / step) + 1
 
 
 def total_variation(grid: Tensor) -> Tensor:

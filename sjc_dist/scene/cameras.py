@@ -65,6 +65,11 @@ class Cameras:
                        torch.cat([c.azimuth for c in cams]), torch.cat([c.elevation for c in cams]),
                        cams[0].height, cams[0].width)
 
+    def split(self, n: int) -> list["Cameras"]:
+        """Consecutive batches of n cameras (views of this one's tensors)."""
+        parts = zip(*(t.split(n) for t in (self.c2w, self.fov, self.azimuth, self.elevation)))
+        return [Cameras(*p, self.height, self.width) for p in parts]
+
     def to(self, device: torch.device) -> "Cameras":
         # non_blocking: no host sync per step (the bench's profile showed two here)
         return Cameras(self.c2w.to(device, non_blocking=True), self.fov.to(device, non_blocking=True),
@@ -104,6 +109,10 @@ class CameraSampler:
         self.cfg, self.res = cfg, resolution
 
     def sample(self, n: int, generator: torch.Generator) -> Cameras:
+        return orbit(*self.draw(n, generator), self.res, self.res)
+
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """The random part of `sample`: [4, n] float64 rows azimuth, elevation (degrees), radius, fov (degrees)."""
         c = self.cfg
         u = torch.rand(4, n, generator=generator, dtype=torch.float64)
         lo, hi = math.sin(math.radians(c.elevation_min)), math.sin(math.radians(c.elevation_max))
@@ -111,7 +120,7 @@ class CameraSampler:
         azimuth = u[1] * 360 - 180
         radius = c.radius_min + u[2] * (c.radius_max - c.radius_min)
         fov = c.fov_min + u[3] * (c.fov_max - c.fov_min)
-        return orbit(azimuth, elevation, radius, fov, self.res, self.res)
+        return torch.stack([azimuth, elevation, radius, fov])
 
     def fixed(self, n: int, elevation: float | None = None) -> Cameras:
         """n evaluation cameras at evenly spaced azimuths (front first), test FoV and elevation."""
@@ -120,3 +129,18 @@ class CameraSampler:
         el = torch.full((n,), c.test_elevation if elevation is None else elevation, dtype=torch.float64)
         r = torch.full((n,), (c.radius_min + c.radius_max) / 2, dtype=torch.float64)
         return orbit(az, el, r, torch.full((n,), c.fov_test), self.res, self.res)
+
+
+def sample_many(samplers: list[CameraSampler], ns: list[int], generators: list[torch.Generator]) -> list[Cameras]:
+    """ns[i] cameras from each sampler, drawn from its own generator (the same cameras as its `sample`), their
+    matrices built in one `orbit` per resolution and count: a batch of scenes pays the geometry's ops once."""
+    draws = [s.draw(n, g) for s, n, g in zip(samplers, ns, generators)]
+    groups: dict[tuple, list[int]] = {}
+    for i, (s, n) in enumerate(zip(samplers, ns)):
+        groups.setdefault((s.res, n), []).append(i)
+    out: list[Cameras | None] = [None] * len(samplers)
+    for (res, n), idx in groups.items():
+        joint = orbit(*torch.cat([draws[i] for i in idx], 1), res, res)
+        for i, cams in zip(idx, joint.split(n)):
+            out[i] = cams
+    return out

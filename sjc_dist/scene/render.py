@@ -53,6 +53,7 @@ class RenderOutput:
     depth: Tensor | None = None
     opacity: Tensor | None = None
     weights: Tensor | None = None
+    chord: Tensor | None = None  # [B]: each view's longest chord through the box (t_out - t_in), world units
 
 
 def ray_box(origins: Tensor, dirs: Tensor, half: float) -> tuple[Tensor, Tensor]:
@@ -99,10 +100,11 @@ def render(field: VoxelField, background: Background, cams: Cameras, step: float
 
 def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras],
                 step: float, samples: str = "all", fuse: str = "none") -> list[RenderOutput]:
-    """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W) over its own background."""
+    """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W; on any device: they are
+    joined first and moved once) over its own background."""
     k, b = len(fields), len(cams[0])
     check_batch(fields, cams, samples)
-    o, d = Cameras.cat(cams).rays()  # [K*B, R, 3]
+    o, d = Cameras.cat(cams).to(fields[0].grid.device).rays()  # [K*B, R, 3]; cameras may come on the host
     half = fields[0].bbox_len
     t_in, t_out = ray_box(o, d, half)
     s = torch.arange(n_samples(half, step), device=o.device, dtype=o.dtype) + 0.5
@@ -122,7 +124,8 @@ def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: l
         w = p.seg.dense(w, t.shape[-1]).reshape(t.shape)
         colour, depth, opacity = blend(colour.reshape(bg.shape), depth.reshape(t_in.shape),
                                        opacity.reshape(t_in.shape), bg, bg_depth)
-    return split_views(w, colour, depth, opacity, k, b, cams[0].height, cams[0].width)
+    chord = (t_out - t_in).amax(-1)  # [K*B]: the official emptiness normalisation's longest ray (losses.py)
+    return split_views(w, colour, depth, opacity, chord, k, b, cams[0].height, cams[0].width)
 
 
 def check_batch(fields: list[VoxelField], cams: list[Cameras], samples: str) -> None:
@@ -136,13 +139,14 @@ def check_batch(fields: list[VoxelField], cams: list[Cameras], samples: str) -> 
         raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
 
 
-def split_views(w: Tensor, colour: Tensor, depth: Tensor, opacity: Tensor, k: int, b: int, h: int,
+def split_views(w: Tensor, colour: Tensor, depth: Tensor, opacity: Tensor, chord: Tensor, k: int, b: int, h: int,
                 wd: int) -> list[RenderOutput]:
-    """Per-field RenderOutputs from weights [K*B, R, S], colour [K*B, R, C], depth and opacity [K*B, R]."""
+    """Per-field RenderOutputs from weights [K*B, R, S], colour [K*B, R, C], depth and opacity [K*B, R], chord
+    [K*B]."""
     image = colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2)
     depth, opacity = depth.reshape(k * b, 1, h, wd), opacity.reshape(k * b, 1, h, wd)
-    return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww)
-            for i, dp, op, ww in zip(image.split(b), depth.split(b), opacity.split(b), w.split(b))]
+    return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww, chord=c) for i, dp, op, ww, c in
+            zip(image.split(b), depth.split(b), opacity.split(b), w.split(b), chord.split(b))]
 
 
 def blend(colour: Tensor, depth: Tensor, opacity: Tensor, bg: Tensor, bg_depth: float | Tensor):

@@ -26,7 +26,7 @@ class VoxelScene(nn.Module):
         self.step, self.samples, self.fuse = step, samples, fuse  # how it renders (RenderConfig)
 
     def render(self, cams: Cameras) -> RenderOutput:
-        return render_many([self.field], [self.background], [cams.to(self.field.grid.device)], self.step,
+        return render_many([self.field], [self.background], [cams], self.step,
                            self.samples, self.fuse)[0]
 
     def views(self, n: int, generator: torch.Generator) -> tuple[RenderOutput, Cameras]:
@@ -66,9 +66,8 @@ def render_scenes(scenes: list[VoxelScene], cams: list[Cameras]) -> list[RenderO
     out: list[RenderOutput | None] = [None] * len(scenes)
     for idx in groups.values():
         first = scenes[idx[0]]
-        device = first.field.grid.device
         rendered = render_many([scenes[i].field for i in idx], [scenes[i].background for i in idx],
-                               [cams[i].to(device) for i in idx], first.step, first.samples, first.fuse)
+                               [cams[i] for i in idx], first.step, first.samples, first.fuse)
         for i, r in zip(idx, rendered):
             out[i] = r
     return out

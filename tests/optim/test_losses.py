@@ -139,6 +139,6 @@ def test_sd_preset_emptiness_is_the_official_formula(tiny_pipeline, tiny_model):
     no_update = GuidanceOutput(p.target, torch.zeros_like(p.target), p.sigma)
     got = float(run.loss_terms(p, no_update)["emptiness"].detach()) / cfg.emptiness.lambda1
     assert got == pytest.approx(official, rel=1e-6)
-    assert int(longest_ray_samples(*cams.rays(), 1.0, 0.01)) == k
+    assert int(longest_ray_samples(*cams.rays(), 1.0, 0.01)) == k == int(p.ray_samples)  # the render's chord
     box = load_config("sd", [f"model.name={tiny_pipeline}", "prompt.text=a red cube", "emptiness.normalize=box"])
-    assert SJCRun(box, tiny_model).ray_samples(cams) is None  # 'box' keeps the renderer's fixed count
+    assert SJCRun(box, tiny_model).ray_samples(p.render) is None  # 'box' keeps the renderer's fixed count
