@@ -45,24 +45,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import Report
 from sd_standin import PROMPT, SIZES, save_standin_folder
-from sweep_control import Log, Phase, run_phase
+from sweep_control import Log, Phase, plan_phases, run_phase, worker_environment
 from sweep_output import environment, markdown, plot_utilisation, write_samples_csv
 from sweep_sampler import Sampler
 from sweep_steady import _finite, full_stretch, rate_in, scaling, steady_state, targets  # noqa: F401
 
 REPORT_RESERVE_S = 20.0  # seconds of the budget kept for the report and the plot
 WATCHDOG_GRACE_S = 30.0
-
-
-def plan_phases(args, n_gpus: int) -> list[Phase]:
-    """The one-GPU sweep, then the all-GPU one (skipped when 'all' is one worker); trials = workers x
-    --trials-per-worker. Without GPUs, --cpu-workers CPU workers stand in for 'all GPUs'."""
-    n_all = n_gpus or args.cpu_workers
-    unit = "GPU" if n_gpus else "CPU worker"
-    phases = [Phase("one", f"1 {unit}", 1, min(n_gpus, 1), args.trials_per_worker)]
-    if n_all > 1:
-        phases.append(Phase("all", f"{n_all} {unit}s", n_all, n_gpus, n_all * args.trials_per_worker))
-    return phases
 
 
 def sweep_dict(args, phase: Phase, size, model_dir: Path, cpu: bool) -> dict:
@@ -160,22 +149,6 @@ def build_model(args, size, log: Log) -> tuple[Path, dict]:
     log(f"stand-in model {folder} ({size.name}, {info['unet_params_m']:.1f} M UNet params) ready in "
         f"{info['build_s']:.1f} s")
     return folder, info
-
-
-def worker_environment(inductor_cache: str = "") -> None:
-    """What Ray's worker processes inherit (set before Ray starts): PYTHONPATH with absolute entries and the
-    repository root first (sjc_dist need not be installed; a worker's cwd is not this one), no tokenizer
-    threads, Inductor's cache folder if given (a warm one: the workers load compiled graphs instead of
-    compiling); a local Ray's settings (sweep.prepare_env: before the version probe imports Ray)."""
-    from sjc_dist.distributed.sweep import prepare_env
-
-    prepare_env(None)
-    if inductor_cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(inductor_cache).resolve())
-    root = str(Path(__file__).resolve().parents[2])
-    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([root, *paths]))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv: list[str] | None = None, exit_on_watchdog: bool = True) -> int:

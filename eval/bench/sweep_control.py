@@ -1,6 +1,6 @@
-"""The sweep benchmark's control of one sweep: the phases, progress lines, the budget alarm (SIGINT, as Ctrl+C),
-polling the workers' counters through Ray, running `run_sweep` and keeping its record (with steady_state,
-overhead and headline from sweep_steady.py).
+"""The sweep benchmark's control of one sweep: the phases (plan_phases), what Ray's workers inherit
+(worker_environment), progress lines, the budget alarm (SIGINT, as Ctrl+C), polling the workers' counters through
+Ray, running `run_sweep` and keeping its record (with steady_state, overhead and headline from sweep_steady.py).
 """
 import os
 import signal
@@ -23,6 +23,33 @@ class Phase:
     workers: int
     gpus: int
     trials: int
+
+
+def plan_phases(args, n_gpus: int) -> list[Phase]:
+    """The one-GPU sweep, then the all-GPU one (skipped when 'all' is one worker); trials = workers x
+    --trials-per-worker. Without GPUs, --cpu-workers CPU workers stand in for 'all GPUs'."""
+    n_all = n_gpus or args.cpu_workers
+    unit = "GPU" if n_gpus else "CPU worker"
+    phases = [Phase("one", f"1 {unit}", 1, min(n_gpus, 1), args.trials_per_worker)]
+    if n_all > 1:
+        phases.append(Phase("all", f"{n_all} {unit}s", n_all, n_gpus, n_all * args.trials_per_worker))
+    return phases
+
+
+def worker_environment(inductor_cache: str = "") -> None:
+    """What Ray's worker processes inherit (set before Ray starts): PYTHONPATH with absolute entries and the
+    repository root first (sjc_dist need not be installed; a worker's cwd is not this one), no tokenizer
+    threads, Inductor's cache folder if given (a warm one: the workers load compiled graphs instead of
+    compiling); a local Ray's settings (sweep.prepare_env: before the version probe imports Ray)."""
+    from sjc_dist.distributed.sweep import prepare_env
+
+    prepare_env(None)
+    if inductor_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(inductor_cache).resolve())
+    root = str(Path(__file__).resolve().parents[2])
+    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([root, *paths]))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class Log:
