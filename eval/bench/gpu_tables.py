@@ -182,11 +182,12 @@ def profile_lines(d: dict) -> list[str]:
         p = r.get("profile") or {}
         if "phases" not in p:
             continue
-        phases = ", ".join(f"{k[4:]} {fmt(v.get('cpu_ms'))} / {fmt(v.get('device_ms'))} / {fmt(v.get('gpu_span_ms'))}"
+        phases = ", ".join(f"{k[4:]} " + " / ".join(fmt(v.get(m)) for m in ("cpu_ms", "device_ms", "gpu_span_ms"))
                            for k, v in p["phases"].items())
         lines.append(f"- {r['variant']} K={r['k']} (profiled, `{p['table']}`): GPU busy "
                      f"{fmt(p['gpu_busy_fraction'], '.2f')} of {fmt(p['wall_ms_per_step'])} ms a step, "
-                     f"{fmt(p['kernels_per_step'], '.0f')} kernels a step; host / kernel / GPU-span ms a step by phase: {phases}")
+                     f"{fmt(p['kernels_per_step'], '.0f')} kernels a step; host / kernel / GPU-span ms a step by "
+                     f"phase: {phases}")
     return (["## Profiles", ""] + lines + [""]) if lines else []
 
 

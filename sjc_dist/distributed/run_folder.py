@@ -46,9 +46,11 @@ class RunFolder:
 
     def gather(self, run: SJCRun) -> dict:
         """The device part of `finish`, for a worker to run under its device lock: the outputs and the
-        checkpoint's state on the host, and the step counts."""
+        checkpoint's state on the host, and the step counts. On a CPU worker they are the run's own tensors, not
+        copies: the run must not step again before `write` (a finishing slot is not stepped)."""
         from ..artifacts import gather_outputs
 
+        assert self.path is not None, "finish needs a run folder (output.dir)"
         return {"outputs": gather_outputs(run), "state": to_host(run.state_dict()), "steps": run.step_index,
                 "steps_total": run.cfg.steps, "config": to_json(run.cfg)}
 
@@ -57,7 +59,6 @@ class RunFolder:
         path of every file."""
         from ..artifacts import save_outputs
 
-        assert self.path is not None, "finish needs a run folder (output.dir)"
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.json").write_text(gathered["config"])
         files = {k: str(v) for k, v in save_outputs(gathered["outputs"], self.path).items()}

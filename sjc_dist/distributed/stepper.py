@@ -361,7 +361,7 @@ class SlotStepper:
         summary) and evaluate it (`evaluate` None: not evaluated, `note` says why)."""
         s = self._get(slot)
         s.folder = RunFolder(run_dir)
-        with self.device_lock:  # renders, decodes, copies to the host; the files are written beside the rounds
+        with self.device_lock:  # renders, decodes, to the host (RunFolder.gather); files are written beside the rounds
             gathered = s.folder.gather(s.run)
         files = s.folder.write(gathered, s.device_seconds, note)
         with self.device_lock:  # the judge runs on the worker's device too

@@ -28,13 +28,17 @@ def save_checkpoint(state: dict, path: str | Path, config_json: str | None = Non
     return path
 
 
-def to_host(state):
-    """A copy of a state (nested dicts, lists, tuples of tensors and plain values) with every tensor on the CPU,
-    so it can be written without the device (a CPU tensor is kept as it is, not copied)."""
+def to_host(state: object) -> object:
+    """A state (nested dicts, lists, tuples of tensors and plain values) with every tensor on the CPU, so it can be
+    written without the device. Dict types (a module state_dict's OrderedDict) and their `_metadata` are kept, so
+    the file is what torch.save writes of the original; a tensor already on the CPU is kept, not copied."""
     if isinstance(state, torch.Tensor):
         return state.detach().cpu()
     if isinstance(state, dict):
-        return {k: to_host(v) for k, v in state.items()}
+        out = type(state)((k, to_host(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):
+            out._metadata = state._metadata
+        return out
     if isinstance(state, (list, tuple)):
         return type(state)(to_host(v) for v in state)
     return state

@@ -121,8 +121,8 @@ class SJCRun:
 
     # --- the step, in parts ---------------------------------------------------------------------------
     def begin(self, views: tuple[RenderOutput, Cameras] | None = None, t0: float | None = None) -> Pending:
-        """Render (or take `views`, rendered by a SceneBatch from this run's `sample_cameras` since `t0`), then
-        perturb."""
+        """Render (or take `views`, rendered by a SceneBatch from this run's own camera draws since `t0`: the
+        cameras `sample_cameras` would give), then perturb."""
         t0 = time.perf_counter() if t0 is None else t0
         n = self.cfg.render.views_per_step
         if views is None:
@@ -138,8 +138,10 @@ class SJCRun:
     def ray_samples(self, out: RenderOutput) -> Tensor | None:
         """Each view's official emptiness sample count [B] (normalize 'ray'), from the longest chord the render
         measured on the device (computing the rays again on the host cost ~70 ops a scene and step), or None."""
-        if out.chord is None or self.cfg.emptiness.normalize != "ray":
+        if out.weights is None or self.cfg.emptiness.normalize != "ray":
             return None
+        if out.chord is None:
+            raise ValueError("emptiness.normalize 'ray' needs the render's longest chord (RenderOutput.chord)")
         return chord_samples(out.chord, self.cfg.render.step)
 
     def sample_cameras(self) -> Cameras | None:

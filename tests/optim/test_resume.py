@@ -73,3 +73,19 @@ def test_run_job_resumes_after_interruption(make_config, empirical_model, tmp_pa
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
     summary = json.loads((tmp_path / "broken" / "summary.json").read_text())
     assert summary["resumed_from"] == 4 and summary["steps"] == 8
+
+
+def test_a_host_copy_of_the_state_saves_the_same_file(empirical_model, make_config, tmp_path):
+    """RunFolder.gather hands `to_host(run.state_dict())` to a thread that writes it without the device: the
+    state_dict's OrderedDicts and their _metadata survive, so checkpoint.pt holds what saving the run itself would."""
+    from sjc_dist.optim.checkpoint import save_checkpoint, to_host
+
+    run = SJCRun(make_config("steps=3"), empirical_model)
+    for _ in range(3):
+        run.step()
+    state = run.state_dict()
+    host = to_host(state)
+    assert type(host["scene"]) is type(state["scene"]) and host["scene"]._metadata == state["scene"]._metadata
+    a = save_checkpoint(state, tmp_path / "a" / "checkpoint.pt").read_bytes()  # the archive names its file
+    b = save_checkpoint(host, tmp_path / "b" / "checkpoint.pt").read_bytes()
+    assert a == b
