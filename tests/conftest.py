@@ -23,6 +23,8 @@ Configs
                     name or a dict.
 Randomness
   generator         a fresh torch.Generator seeded with 0 (tests pass RNG explicitly; nothing global).
+Instruments
+  counting          `counting(denoiser)`: the denoiser, forwarding, with the batch size of every call in `.batches`.
 """
 import copy
 from pathlib import Path
@@ -94,6 +96,26 @@ def build_tiny_pipeline(folder: Path, prediction_type: str = "epsilon", with_vae
                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
                       sample_size=64).save_pretrained(folder / "vae")
     return folder
+
+
+class CountingDenoiser:
+    """Forwards to a denoiser (its sigma range, channels, size, latency and ticks too) and records the batch size of
+    every call."""
+
+    def __init__(self, inner):
+        self.inner, self.batches = inner, []
+        for name in ("sigma_min", "sigma_max", "channels", "size", "is_latent", "sigmas"):
+            setattr(self, name, getattr(inner, name))
+
+    def __call__(self, x, sigma, cond=None):
+        self.batches.append(x.shape[0])
+        return self.inner(x, sigma, cond)
+
+
+@pytest.fixture
+def counting():
+    """CountingDenoiser: `counting(denoiser)` wraps one."""
+    return CountingDenoiser
 
 
 @pytest.fixture(scope="session")

@@ -117,42 +117,29 @@ def test_finite_at_sigma_extremes_and_chain_gradient(setup, kind, estimator):
     torch.testing.assert_close(grad, -out.update)
 
 
-class CountingDenoiser:
-    """Forwards to a denoiser and records the rows of every call."""
-
-    def __init__(self, inner):
-        self.inner, self.rows = inner, []
-        for name in ("sigma_min", "sigma_max", "channels", "size", "is_latent", "sigmas"):
-            setattr(self, name, getattr(inner, name))
-
-    def __call__(self, x, sigma, cond=None):
-        self.rows.append(x.shape[0])
-        return self.inner(x, sigma, cond)
-
-
 @pytest.mark.parametrize("kind,extra,evals", [
     ("paas", {}, 2), ("sds", {}, 2), ("csd", {"csd_negative": 0.0}, 2), ("csd", {"csd_negative": 1.0}, 3),
     ("nfsd", {}, 3), ("ism", {"ism_steps": 4}, 4 + 3), ("sds", {"cfg": "perp_neg"}, 4),
     ("ism", {"ism_steps": 2, "cfg": "perp_neg"}, 2 + 1 + 4), ("paas", {"n_noise": 3}, 6)])
-def test_rows_requested_are_evals_per_view(tiny_model, kind, extra, evals):
-    den = CountingDenoiser(tiny_model.denoiser)
+def test_rows_requested_are_evals_per_view(tiny_model, kind, extra, evals, counting):
+    den = counting(tiny_model.denoiser)
     g = make_guidance(den, GuidanceConfig(kind=kind, **extra))
     text = tiny_model.text
     cond = text.perp_neg("a red cube", [10.0, 130.0, -60.0], "{view} view of {prompt}", "", 7.5, "blurry") \
         if g.cfg.cfg == "perp_neg" else text.cond(["a red cube"] * 3, "", 7.5, "blurry")
     g(torch.randn(3, 4, 8, 8), cond, torch.tensor([0.5, 2.0, 8.0]), torch.Generator().manual_seed(0))
     assert g.evals_per_view() == evals
-    assert sum(den.rows) == 3 * evals  # 3 views
-    assert len(den.rows) == (g.cfg.ism_steps + 2 if kind == "ism" else 1)  # passes, each one call for the batch
+    assert sum(den.batches) == 3 * evals  # 3 views
+    assert len(den.batches) == (g.cfg.ism_steps + 2 if kind == "ism" else 1)  # passes, each one call for the batch
 
 
-def test_textless_model_evaluates_one_row_per_pass(empirical_data):
-    den = CountingDenoiser(EmpiricalDenoiser(empirical_data))
+def test_textless_model_evaluates_one_row_per_pass(empirical_data, counting):
+    den = counting(EmpiricalDenoiser(empirical_data))
     for kind, evals in (("sds", 1), ("ism", 5 + 2)):
-        den.rows.clear()
+        den.batches.clear()
         g = make_guidance(den, GuidanceConfig(kind=kind))
         g(empirical_data[:2], Cond(), torch.tensor([0.5, 2.0]), torch.Generator().manual_seed(0))
-        assert g.evals_per_view(text=False) == evals and sum(den.rows) == 2 * evals
+        assert g.evals_per_view(text=False) == evals and sum(den.batches) == 2 * evals
 
 
 def test_perp_neg_is_its_closed_form(tiny_model):

@@ -4,27 +4,14 @@ import torch
 from diffusers import DDPMScheduler
 
 from sjc_dist.diffusion.cfg import CFGDenoiser
-from sjc_dist.diffusion.denoiser import Cond, Denoiser
+from sjc_dist.diffusion.denoiser import Cond
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 
 
-class CountingDenoiser(Denoiser):
-    """Forwards to an inner Denoiser and records the batch size of every call."""
-
-    def __init__(self, inner: Denoiser):
-        self.inner, self.batches = inner, []
-        for name in ("sigma_min", "sigma_max", "channels", "size", "is_latent", "sigmas"):
-            setattr(self, name, getattr(inner, name))
-
-    def __call__(self, x, sigma, cond=None):
-        self.batches.append(x.shape[0])
-        return self.inner(x, sigma, cond)
-
-
 @pytest.fixture
-def inner(tiny_unet):
+def inner(tiny_unet, counting):
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return CountingDenoiser(VPDenoiser(tiny_unet, sched.alphas_cumprod))
+    return counting(VPDenoiser(tiny_unet, sched.alphas_cumprod))
 
 
 @pytest.fixture
