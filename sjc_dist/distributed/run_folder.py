@@ -10,11 +10,28 @@
 A folder of "" (a slot opened without `output.dir`) writes nothing. No Ray, no MLflow.
 """
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..configtools import to_json
 from ..optim.checkpoint import save_checkpoint, to_host
 from ..optim.run import SJCRun
+
+if TYPE_CHECKING:
+    from ..artifacts import Outputs
+
+
+@dataclass
+class Finished:
+    """What `RunFolder.gather` takes off the device for `write`: the outputs, the checkpoint's state on the host, the
+    steps taken and asked for, and the config as JSON."""
+
+    outputs: "Outputs"
+    state: dict
+    steps: int
+    steps_total: int
+    config: str
 
 
 class RunFolder:
@@ -44,29 +61,29 @@ class RunFolder:
         lines = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
         log.write_text("".join(ln + "\n" for ln in lines))
 
-    def gather(self, run: SJCRun) -> dict:
+    def gather(self, run: SJCRun) -> "Finished":
         """The device part of `finish`, for a worker to run under its device lock: the outputs and the
         checkpoint's state on the host, and the step counts. On a CPU worker they are the run's own tensors, not
         copies: the run must not step again before `write` (a finishing slot is not stepped)."""
         from ..artifacts import gather_outputs
 
         assert self.path is not None, "finish needs a run folder (output.dir)"
-        return {"outputs": gather_outputs(run), "state": to_host(run.state_dict()), "steps": run.step_index,
-                "steps_total": run.cfg.steps, "config": to_json(run.cfg)}
+        return Finished(gather_outputs(run), to_host(run.state_dict()), run.step_index, run.cfg.steps,
+                        to_json(run.cfg))
 
-    def write(self, gathered: dict, device_seconds: float, note: str = "") -> dict[str, str]:
+    def write(self, done: "Finished", device_seconds: float, note: str = "") -> dict[str, str]:
         """The host part of `finish` (no device): the outputs, checkpoint.pt and summary.json; returns name ->
         path of every file."""
         from ..artifacts import save_outputs
 
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.json").write_text(gathered["config"])
-        files = {k: str(v) for k, v in save_outputs(gathered["outputs"], self.path).items()}
-        files["checkpoint"] = str(save_checkpoint(gathered["state"], self.path / "checkpoint.pt"))
+        (self.path / "config.json").write_text(done.config)
+        files = {k: str(v) for k, v in save_outputs(done.outputs, self.path).items()}
+        files["checkpoint"] = str(save_checkpoint(done.state, self.path / "checkpoint.pt"))
         files["config"] = str(self.path / "config.json")
         if (self.path / "metrics.jsonl").is_file():
             files["metrics"] = str(self.path / "metrics.jsonl")
-        summary = {"steps": gathered["steps"], "steps_total": gathered["steps_total"],
+        summary = {"steps": done.steps, "steps_total": done.steps_total,
                    "device_seconds": device_seconds, "files": files, **({"note": note} if note else {})}
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
         return files

@@ -63,7 +63,7 @@ class SceneBatch:
     def views(runs: list[SJCRun]) -> list[tuple | None]:
         """Each run's (render, cameras) for this step, voxel scenes rendered together; None for 2D scenes."""
         voxel = [i for i, r in enumerate(runs) if isinstance(r.scene, VoxelScene)]
-        picked = [runs[i] for i in voxel]  # each run's own draws, the cameras its sample_cameras would give
+        picked = [runs[i] for i in voxel]  # each run's own draws: the cameras its scene.views would draw
         cams = sample_many([r.scene.cameras for r in picked], [r.cfg.render.views_per_step for r in picked],
                            [r.cpu_gen for r in picked])
         renders = render_scenes([runs[i].scene for i in voxel], cams)

@@ -122,7 +122,7 @@ class SJCRun:
     # --- the step, in parts ---------------------------------------------------------------------------
     def begin(self, views: tuple[RenderOutput, Cameras] | None = None, t0: float | None = None) -> Pending:
         """Render (or take `views`, rendered by a SceneBatch from this run's own camera draws since `t0`: the
-        cameras `sample_cameras` would give), then perturb."""
+        cameras `scene.views` would draw), then perturb."""
         t0 = time.perf_counter() if t0 is None else t0
         n = self.cfg.render.views_per_step
         if views is None:
@@ -143,12 +143,6 @@ class SJCRun:
         if out.chord is None:
             raise ValueError("emptiness.normalize 'ray' needs the render's longest chord (RenderOutput.chord)")
         return chord_samples(out.chord, self.cfg.render.step)
-
-    def sample_cameras(self) -> Cameras | None:
-        """This step's cameras (None for a 2D scene), drawn as `begin` would draw them."""
-        if not isinstance(self.scene, VoxelScene):
-            return None
-        return self.scene.cameras.sample(self.cfg.render.views_per_step, self.cpu_gen)
 
     def passes(self, p: Pending) -> Passes:
         """The guidance's denoiser passes for this step (drive them with `passes.drive`): the update [k B, ...]."""

@@ -129,7 +129,7 @@ def test_sd_preset_emptiness_is_the_official_formula(tiny_pipeline, tiny_model):
                              "field.grid_size=12", "output.progress=false"])
     assert cfg.emptiness.normalize == "ray" and cfg.render.step == 0.01
     run = SJCRun(cfg, tiny_model)
-    cams = run.sample_cameras()
+    cams = run.scene.cameras.sample(cfg.render.views_per_step, run.cpu_gen)
     p = run.begin((run.scene.render(cams), cams))
     o, d = (t.double().numpy()[0] for t in cams.rays())
     k = official_samples(o, d, cfg.field.bbox_len, cfg.render.step)
