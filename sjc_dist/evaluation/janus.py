@@ -3,7 +3,10 @@
 Oriented objects (`shapes.ORIENTED_SHAPES`: house, camera, owl) carry their front feature (door, lens glass,
 eyes) in INK, darker than every shaded world colour, so "how much front does a view show" is measured in pixels:
 
-  ink(pixel)   = clamp((INK_NONE - max(r, g, b)) / (INK_NONE - INK_FULL), 0, 1)    rgb in [0, 1]
+  ink(pixel)   = clamp((n - max(r, g, b)) / (n - INK_FULL), 0, 1)    rgb in [0, 1], of the view box-blurred
+                 over `ink_blur` pixels (voxel-sized noise averages out); n = min(INK_NONE, ink_contrast x the
+                 median max(r, g, b) of the view's object pixels): a body shaded or noised darker all over is
+                 no feature, a feature is darker than the body around it
   front(a)     = mean ink of the result's view from azimuth a / max over b of the truth's mean ink from b
   face         = a circular run of azimuths with front(a) >= front_level (0.5); runs separated by fewer than
                  `min_gap` non-front azimuths (2 of 24: 30 degrees) are one face
@@ -57,6 +60,9 @@ class JanusConfig:
     front_level: float = opt(0.5, "front(a) from which a view looks like the front (fraction of the truth's "
                                   "strongest view)", gt=0.0)
     min_gap: int = opt(2, "non-front azimuths needed between two faces", ge=1)
+    ink_blur: int = opt(3, "side (pixels) of the box blur of a view before the ink rule; 1 = none", ge=1)
+    ink_contrast: float = opt(0.6, "ink only below this fraction of the median brightness of the view's object "
+                                   "pixels", gt=0.0, le=1.0)
     iou_level: float = opt(0.1, "voxel opacity from which a voxel is occupied (the evaluator's level)",
                            gt=0.0, lt=1.0)
     yaw_step: float = opt(5.0, "yaw search step, degrees", gt=0.0, le=90.0)
@@ -99,9 +105,23 @@ def applies(field: VoxelField, caption: str) -> bool:
     return field.channels == 3 and is_oriented(shape)
 
 
-def inkness(rgb01: Tensor, dim: int = -3) -> Tensor:
-    """Ink in [0, 1] of colours rgb01 in [0, 1] whose channels are on `dim` (that dimension is reduced)."""
-    return ((INK_NONE - rgb01.amax(dim)) / (INK_NONE - INK_FULL)).clamp(0, 1)
+def inkness(rgb01: Tensor, dim: int = -3, none: Tensor | float = INK_NONE) -> Tensor:
+    """Ink in [0, 1] of colours rgb01 in [0, 1] whose channels are on `dim` (that dimension is reduced), fully
+    ink at INK_FULL and none from `none` (broadcast against the reduced shape) up."""
+    none = torch.as_tensor(none, dtype=rgb01.dtype, device=rgb01.device).clamp_min(INK_FULL + 0.05)
+    return ((none - rgb01.amax(dim)) / (none - INK_FULL)).clamp(0, 1)
+
+
+def view_ink(rgb01: Tensor, opacity: Tensor, blur: int, contrast: float) -> Tensor:
+    """Mean ink [V] of views rgb01 [V, 3, H, W] with opacity [V, H, W] (the module docstring's rule)."""
+    brightness = rgb01.amax(1)
+    body = torch.stack([b[o > 0.5].median() if bool((o > 0.5).any()) else b.new_tensor(1.0)
+                        for b, o in zip(brightness, opacity)])
+    if blur > 1:
+        pad = (blur // 2, (blur - 1) // 2) * 2
+        rgb01 = F.avg_pool2d(F.pad(rgb01, pad, mode="replicate"), blur, stride=1)
+    none = torch.minimum(torch.full_like(body, INK_NONE), contrast * body)
+    return inkness(rgb01, 1, none[:, None, None]).mean((-2, -1))
 
 
 def ring(cfg: JanusConfig, camera: CameraConfig) -> Cameras:
@@ -113,23 +133,25 @@ def ring(cfg: JanusConfig, camera: CameraConfig) -> Cameras:
 
 
 @torch.no_grad()
-def ink_per_view(field: VoxelField, cams: Cameras, step: float, chunk: int = 8) -> Tensor:
-    """Mean ink [V] of the field's views over the white background."""
+def ink_per_view(field: VoxelField, cams: Cameras, step: float, cfg: JanusConfig, chunk: int = 8) -> Tensor:
+    """Mean ink [V] of the field's views over the white background (`view_ink`)."""
     device = field.grid.device
     bg = Background(BACKGROUND, 3).to(device)
     out = []
     for i in range(0, len(cams), chunk):
         sub = Cameras(cams.c2w[i:i + chunk], cams.fov[i:i + chunk], cams.azimuth[i:i + chunk],
                       cams.elevation[i:i + chunk], cams.height, cams.width)
-        rgb01 = (render(field, bg, sub.to(device), step).image.float().clamp(-1, 1) + 1) / 2
-        out.append(inkness(rgb01).mean((-2, -1)).cpu())
+        views = render(field, bg, sub.to(device), step)
+        rgb01 = (views.image.float().clamp(-1, 1) + 1) / 2
+        opacity = views.opacity.float().reshape(rgb01[:, 0].shape)
+        out.append(view_ink(rgb01, opacity, cfg.ink_blur, cfg.ink_contrast).cpu())
     return torch.cat(out)
 
 
 @functools.lru_cache(maxsize=64)
 def truth_ink(caption: str, cfg: JanusConfig, camera: CameraConfig, device: str = "cpu") -> Tensor:
     """Mean ink [V] of the true object's views, rendered on `device` (cached per caption and settings)."""
-    return ink_per_view(truth_field(caption).to(device), ring(cfg, camera), TRUTH_STEP)
+    return ink_per_view(truth_field(caption).to(device), ring(cfg, camera), TRUTH_STEP, cfg)
 
 
 def face_runs(front: list[bool], min_gap: int) -> list[list[int]]:
@@ -227,7 +249,7 @@ def janus_scores(field: VoxelField, caption: str, camera: CameraConfig | None = 
     if not applies(field, caption):
         raise ValueError(f"the Janus score needs an RGB field and an oriented caption ({caption!r})")
     reference = truth_ink(caption, cfg, camera, str(field.grid.device))
-    front = ink_per_view(field, ring(cfg, camera), cfg.render_step) / reference.max()
+    front = ink_per_view(field, ring(cfg, camera), cfg.render_step, cfg) / reference.max()
     faces, all_around, runs = count_faces(front, cfg.front_level, cfg.min_gap)
     az = [i * 360 / cfg.azimuths for i in range(cfg.azimuths)]
     strongest = max(runs, key=lambda r: float(front[r].max()), default=[])

@@ -26,6 +26,16 @@ def two_faced(occ, rgb):
     return torch.where(back, occ.flip(-1), occ), torch.where(back, rgb.flip(-1), rgb)
 
 
+def dark_noisy_back(occ, rgb, back_gain=0.6, noise=0.1, seed=0):
+    """Shaded darker towards the back (gain 1 at x = +1 down to back_gain at x = -1), with voxel-sized colour
+    noise everywhere: what high-weight Perp-Neg results show (their back views' median brightness is 0.58-0.65 of
+    the front's); no feature, but many pixels as dark as the old fixed ink level."""
+    x = torch.linspace(-1, 1, occ.shape[-1])
+    gain = back_gain + (1 - back_gain) * (x + 1) / 2  # grid index -1 is x
+    rgb01 = (rgb + 1) / 2 * gain + noise * torch.randn(rgb.shape, generator=torch.Generator().manual_seed(seed))
+    return occ, rgb01.clamp(0, 1) * 2 - 1
+
+
 def turned(occ, rgb, yaw):
     """The object's content turned counter-clockwise by `yaw` degrees about z: its front faces azimuth yaw."""
     moved = transform_volume(torch.cat([occ[None], rgb]), yaw)
@@ -69,7 +79,8 @@ def test_true_object_has_one_front_at_azimuth_zero(caption):
     assert angle_between(s.front_azimuth, 0.0) <= 10
     assert angle_between(s.yaw, 0.0) <= 10
     assert s.feature_iou > 0.8 and s.view_agreement >= 0.8
-    assert 0.7 < max(s.front) < 1.2  # the truth's own curve (grid 64, finer steps) is the reference
+    # the truth's own curve (grid 64, finer steps) is the reference; the blur keeps a softer door's rim
+    assert 0.7 < max(s.front) < 1.3
 
 
 @pytest.mark.parametrize("caption", [slow("a green house"), slow("a purple camera"), "a red owl"])
@@ -84,6 +95,15 @@ def test_front_mirrored_onto_the_back_scores_two(caption):
 def test_featureless_twin_scores_zero(caption):
     s = janus_scores(volume_field(*volumes(caption, GRID, with_front=False)), caption, cfg=FAST)
     assert s.faces == 0 and math.isnan(s.front_azimuth) and max(s.front) < 0.05
+
+
+@pytest.mark.parametrize("caption", ["a green owl", slow("a purple house")])
+def test_a_dark_noisy_back_is_no_front(caption):
+    field = volume_field(*dark_noisy_back(*volumes(caption, GRID, with_front=False)))
+    old = JanusConfig(azimuths=12, resolution=32, yaw_step=10.0, ink_blur=1, ink_contrast=1.0)
+    assert janus_scores(field, caption, cfg=old).faces >= 1  # the fixed-level rule sees a front on the back
+    s = janus_scores(field, caption, cfg=FAST)
+    assert s.faces == 0 and max(s.front) < 0.3
 
 
 @pytest.mark.parametrize("caption,yaw", [slow("a red house", 100.0), slow("a green owl", -150.0),
