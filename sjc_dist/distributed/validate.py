@@ -10,7 +10,7 @@ validation.json and validation.png into the sweep folder (or `--plots`). Only to
 import math
 from pathlib import Path
 
-from ..evaluation.validation import Agreement, validate
+from ..evaluation.validation import Agreement, validate, view_ceiling
 from ..evaluation.validation_report import SIGNALS, TRUTHS, agreement_table, write_validation
 
 SCORE_SIGNALS = ("score/fit",)  # the intermediate score a user can compute (score/soft_iou is truth)
@@ -47,7 +47,7 @@ def validate_sweep(frame, out: Path, command: str = "") -> tuple[list[Agreement]
     results = validate(recs, [*SIGNALS, *SCORE_SIGNALS], list(TRUTHS))
     n_prompts = len({r["prompt"] for r in recs})
     title = f"Signal validation: {len(recs)} finished trials over {n_prompts} prompts"
-    return results, write_validation(results, out, title, command)
+    return results, write_validation(results, out, title, command, ceiling=view_ceiling(recs))
 
 
 def validation_text(results: list[Agreement]) -> str:

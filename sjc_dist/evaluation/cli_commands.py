@@ -128,7 +128,7 @@ def write_rows_validation(rows: list[dict], out: Path, command: str) -> Path | N
     """Where the evaluated runs have truth: every signal (per judge) against every truth metric, within prompts
     (validation.py), into out/validation.md (+ .json, .png); None without truth."""
     from .summary import object_records
-    from .validation import validate
+    from .validation import validate, view_ceiling
     from .validation_report import TRUTHS, write_validation
 
     records, signals = object_records(rows)
@@ -136,7 +136,7 @@ def write_rows_validation(rows: list[dict], out: Path, command: str) -> Path | N
     if not results:
         return None
     title = f"Signal validation: {len(records)} runs over {len({r['prompt'] for r in records})} prompts"
-    return write_validation(results, out, title, command)["markdown"]
+    return write_validation(results, out, title, command, ceiling=view_ceiling(records))["markdown"]
 
 
 def bench_command(args) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 from .stats import bootstrap_ci, spearman
 
 NEGATED = {"depth_error", "color_error"}  # truth metrics where lower is better
+VIEW_TRUTHS = ("silhouette_iou", "ssim", "psnr")  # what the true renders show (higher is better)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ def validate(records: list[dict], signals: list[str], truths: list[str], group_b
     present = [s for s in signals if has_values(records, s)]
     known = [t for t in truths if has_values(records, t)]
     return [agreement(records, s, t, group_by, select_by, rng) for s in present for t in known]
+
+
+def view_ceiling(records: list[dict], primary: str = "iou", seed: int = 0) -> list[Agreement]:
+    """Each image truth metric (VIEW_TRUTHS) taken as a signal against `primary`: how far a judge that saw exactly
+    how well the views match the true renders would agree with the 3D truth, the reference for any view judge."""
+    return validate(records, list(VIEW_TRUTHS), [primary], seed=seed)
 
 
 def has_values(records: list[dict], key: str) -> bool:

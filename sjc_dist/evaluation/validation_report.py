@@ -33,6 +33,18 @@ def agreement_table(results: list[Agreement], primary: str = "iou") -> Table:
                  "pick's. Error metrics (depth_error, color_error) are negated, so higher rho is better for all.")
 
 
+def ceiling_table(ceiling: list[Agreement]) -> Table:
+    """The image truth metrics as if they were signals, against the 3D truth (validation.view_ceiling)."""
+    rows = [[a.signal, a.truth, fmt(a.rho), f"[{fmt(a.rho_low)}, {fmt(a.rho_high)}]", str(a.groups), fmt(a.regret),
+             fmt(a.random_regret)] for a in ceiling]
+    return Table("What the views can tell: the image truth as a signal",
+                 ["image truth", "against", "within-prompt rho", "95% CI", "prompts", "selection regret",
+                  "random pick regret"], rows,
+                 "A judge that saw exactly how well the views match the true renders (same cameras) would agree "
+                 "with the 3D truth this well: the reference for any judge of views (CLIP); 3D IoU also counts "
+                 "density no view shows.")
+
+
 def plot_agreement(results: list[Agreement], path: Path, primary: str = "iou") -> Path:
     """Left: heatmap of within-prompt rho (signals x truth metrics); right: regret on `primary` per signal."""
     signals = list(dict.fromkeys(a.signal for a in results))
@@ -61,16 +73,18 @@ def plot_agreement(results: list[Agreement], path: Path, primary: str = "iou") -
 
 
 def write_validation(results: list[Agreement], out: Path, title: str, command: str = "",
-                     primary: str = "iou") -> dict[str, Path]:
-    """validation.md, validation.json and validation.png in `out`; returns their paths."""
+                     primary: str = "iou", ceiling: list[Agreement] = ()) -> dict[str, Path]:
+    """validation.md, validation.json and validation.png in `out` (with the view ceiling's table if given)."""
     out.mkdir(parents=True, exist_ok=True)
     table = agreement_table(results, primary)
     png = plot_agreement(results, out / "validation.png", primary) if results else None
     lines = [f"# {title}", ""] + ([f"Made by: `{command}`", ""] if command else []) + [table_markdown(table)]
+    if ceiling:
+        lines += ["", table_markdown(ceiling_table(list(ceiling)))]
     if png is not None:
         lines += ["", f"![validation]({png.name})", ""]
     md = out / "validation.md"
     md.write_text("\n".join(lines), encoding="utf-8")
     js = out / "validation.json"
-    js.write_text(json.dumps([dataclasses.asdict(a) for a in results], indent=1))
+    js.write_text(json.dumps([dataclasses.asdict(a) for a in [*results, *ceiling]], indent=1))
     return {"markdown": md, "json": js, **({"png": png} if png is not None else {})}

@@ -56,7 +56,9 @@ def test_validation_finds_the_signal_that_tracks_the_truth(sweep_dir):
     assert by["clip_score", "iou"].rho == pytest.approx(-1.0)
     assert -1 < by["judge_fit", "iou"].rho < 1
     saved = json.loads(files["json"].read_text())
-    assert len(saved) == len(results) and files["png"].is_file()
+    ceiling = [a for a in saved[len(results):] if a["truth"] == "iou"]  # the image truth as a signal, after them
+    assert [a["signal"] for a in ceiling] == ["silhouette_iou"] and len(saved) == len(results) + 1
+    assert "What the views can tell" in files["markdown"].read_text() and files["png"].is_file()
 
 
 def test_the_cli_prints_the_table_and_where_it_wrote(sweep_dir, capsys):

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sjc_dist.evaluation.validation import best_signal, regrets, validate, within_rhos
+from sjc_dist.evaluation.validation import best_signal, regrets, validate, view_ceiling, within_rhos
 from sjc_dist.evaluation.validation_report import write_validation
 
 PROMPTS = ("a red cube", "a blue torus", "a green cone", "a yellow sphere")
@@ -68,3 +68,17 @@ def test_best_signal_and_the_written_section(tmp_path):
     text = files["markdown"].read_text()
     assert "within-prompt rho" in text and "| same | iou | 1.000 |" in text
     assert files["png"].stat().st_size > 1000 and files["json"].is_file()
+
+
+def test_the_view_ceiling_takes_the_image_truth_as_signals_against_3d_iou(tmp_path):
+    recs = sweep()
+    rng = np.random.default_rng(1)
+    for r in recs:  # SSIM follows the volume's truth exactly, PSNR not at all; no silhouette IoU in these records
+        r["ssim"], r["psnr"] = r["iou"], float(rng.normal())
+    ceiling = {a.signal: a for a in view_ceiling(recs)}
+    assert set(ceiling) == {"ssim", "psnr"} and {a.truth for a in ceiling.values()} == {"iou"}
+    assert ceiling["ssim"].rho == pytest.approx(1.0) and ceiling["ssim"].regret == pytest.approx(0.0)
+    assert abs(ceiling["psnr"].rho) < 0.5 and ceiling["psnr"].regret > 0
+    files = write_validation(validate(recs, ["same"], ["iou"]), tmp_path, "tiny", ceiling=list(ceiling.values()))
+    text = files["markdown"].read_text()
+    assert "What the views can tell" in text and "| ssim | iou | 1.000 |" in text
