@@ -9,7 +9,8 @@
 All paths are absolute (Tune changes the working directory of trials). A diverged trial, or one whose config
 fails validation, reports `sjc_status: failed` with its reason and done=True: Tune does not retry it, and its
 metric is the worst value so ASHA and Optuna rank it last. A dead worker raises RayActorError, which Tune
-retries (FailureConfig.max_failures) from the trial's last checkpoint. Every result names the trial's slot
+retries (FailureConfig.max_failures) from the trial's last checkpoint (from step 0 if that checkpoint never reached
+storage: the worker died while saving it). Every result names the trial's slot
 (`sjc_slot`, 'worker name#slot'), so the driver can have a trial that ASHA stops write its folder (ledger.py).
 """
 import logging
@@ -92,6 +93,18 @@ class SJCTrainable(tune.Trainable):
         else:
             with open(path, "wb") as f:
                 f.write(ray.get(self.worker.export_state.remote(self.slot)))
+
+    def restore(self, checkpoint_path) -> None:
+        """Tune's restore; where the checkpoint never reached storage (its worker died while saving it, Ray says
+        'does not exist on storage anymore'), the trial starts again from step 0 instead of failing."""
+        try:
+            super().restore(checkpoint_path)
+        except ValueError as err:
+            if "does not exist on storage" not in str(err):
+                raise
+            logging.getLogger(__name__).warning("%s: %s; the trial starts again from step 0", self.trial_id, err)
+            self._close()
+            self._iteration, self._time_total = 0, 0.0
 
     def load_checkpoint(self, checkpoint: str) -> None:
         path = os.path.join(os.path.abspath(checkpoint), "scene.pt")
