@@ -17,7 +17,7 @@ import torch
 from janus_prior import shape_ink
 
 from sjc_dist.config import load_config
-from sjc_dist.diffusion.load import ModelConfig, load_model
+from sjc_dist.diffusion.load import Model, ModelConfig, load_model
 from sjc_dist.evaluation.janus import inkness
 from sjc_dist.optim.multiscene import SceneBatch
 from sjc_dist.optim.run import SJCRun
@@ -27,13 +27,13 @@ from sjc_dist.toyworld.shapes import ORIENTED_SHAPES
 FORMS = ("front view of ", "")
 
 
-def settings(a) -> list[dict]:
+def settings(a: argparse.Namespace) -> list[dict]:
     """Every (shape, prompt form, weight, seed) of one method."""
     return [{"shape": s, "form": f, "weight": w, "seed": seed} for s in ORIENTED_SHAPES for f in FORMS
             for w in a.weights for seed in a.seeds]
 
 
-def distil(model, method: str, rows: list[dict], a) -> torch.Tensor:
+def distil(model: Model, method: str, rows: list[dict], a: argparse.Namespace) -> torch.Tensor:
     """The optimised images [len(rows), 3, 32, 32] in [-1, 1], all rows stepped together (one denoiser call)."""
     runs = []
     for r in rows:
@@ -75,7 +75,7 @@ def main() -> None:
     print(f"-> {a.out / 'ink_2d.json'}, {a.out}/images_<method>.png")
 
 
-def summary(out: dict, a) -> list[str]:
+def summary(out: dict, a: argparse.Namespace) -> list[str]:
     """Mean ink per (method, form, weight) and shape, beside the prior's front-view samples and the truth."""
     lines = ["method form weight " + " ".join(f"{s}(prior {out['prior_cfg3'][s]['front']:.3f}, truth "
                                                f"{out['prior_cfg3'][s]['truth_front']:.3f})" for s in ORIENTED_SHAPES)]

@@ -107,13 +107,15 @@ def applies(field: VoxelField, caption: str) -> bool:
 
 def inkness(rgb01: Tensor, dim: int = -3, none: Tensor | float = INK_NONE) -> Tensor:
     """Ink in [0, 1] of colours rgb01 in [0, 1] whose channels are on `dim` (that dimension is reduced), fully
-    ink at INK_FULL and none from `none` (broadcast against the reduced shape) up."""
+    ink at INK_FULL and none from `none` (broadcast against the reduced shape) up; `none` is raised to at least
+    INK_FULL + 0.05 so the ramp never degenerates."""
     none = torch.as_tensor(none, dtype=rgb01.dtype, device=rgb01.device).clamp_min(INK_FULL + 0.05)
     return ((none - rgb01.amax(dim)) / (none - INK_FULL)).clamp(0, 1)
 
 
 def view_ink(rgb01: Tensor, opacity: Tensor, blur: int, contrast: float) -> Tensor:
-    """Mean ink [V] of views rgb01 [V, 3, H, W] with opacity [V, H, W] (the module docstring's rule)."""
+    """Mean ink [V] of views rgb01 [V, 3, H, W] with opacity [V, H, W] (the module docstring's rule); a view with
+    no pixel over opacity 0.5 has no body to compare with and keeps the fixed level INK_NONE."""
     brightness = rgb01.amax(1)
     body = torch.stack([b[o > 0.5].median() if bool((o > 0.5).any()) else b.new_tensor(1.0)
                         for b, o in zip(brightness, opacity)])

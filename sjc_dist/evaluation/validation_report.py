@@ -5,6 +5,7 @@ written wherever truth exists (a sweep folder, a benchmark report). Numbers come
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def agreement_table(results: list[Agreement], primary: str = "iou") -> Table:
                  "pick's. Error metrics (depth_error, color_error) are negated, so higher rho is better for all.")
 
 
-def ceiling_table(ceiling: list[Agreement]) -> Table:
+def ceiling_table(ceiling: Sequence[Agreement]) -> Table:
     """The image truth metrics as if they were signals, against the 3D truth (validation.view_ceiling)."""
     rows = [[a.signal, a.truth, fmt(a.rho), f"[{fmt(a.rho_low)}, {fmt(a.rho_high)}]", str(a.groups), fmt(a.regret),
              fmt(a.random_regret)] for a in ceiling]
@@ -73,14 +74,14 @@ def plot_agreement(results: list[Agreement], path: Path, primary: str = "iou") -
 
 
 def write_validation(results: list[Agreement], out: Path, title: str, command: str = "",
-                     primary: str = "iou", ceiling: list[Agreement] = ()) -> dict[str, Path]:
+                     primary: str = "iou", ceiling: Sequence[Agreement] = ()) -> dict[str, Path]:
     """validation.md, validation.json and validation.png in `out` (with the view ceiling's table if given)."""
     out.mkdir(parents=True, exist_ok=True)
     table = agreement_table(results, primary)
     png = plot_agreement(results, out / "validation.png", primary) if results else None
     lines = [f"# {title}", ""] + ([f"Made by: `{command}`", ""] if command else []) + [table_markdown(table)]
     if ceiling:
-        lines += ["", table_markdown(ceiling_table(list(ceiling)))]
+        lines += ["", table_markdown(ceiling_table(ceiling))]
     if png is not None:
         lines += ["", f"![validation]({png.name})", ""]
     md = out / "validation.md"
