@@ -1,4 +1,4 @@
-"""Files a person can look at: PNG grids, depth PNGs, turntable GIFs, and a marching-cubes mesh (PLY).
+"""Files a person can look at: PNG grids, depth PNGs, turntable GIFs, and a marching-cubes mesh (binary PLY).
 Images come in as tensors [B, 3, H, W] in [-1, 1]; only I/O here.
 """
 from pathlib import Path
@@ -58,8 +58,9 @@ def save_gif(frames: Tensor, path: Path, fps: int = 20, upscale: int = 1) -> Pat
 
 def save_mesh(occupancy: np.ndarray, colors: np.ndarray | None, bbox_len: float, level: float,
               path: Path) -> Path | None:
-    """Marching cubes of occupancy [N, N, N] (indexed z, y, x) at `level` into an ASCII PLY.
-    colors: [N, N, N, 3] uint8 sampled at the nearest voxel, or None. Returns None if the field is empty."""
+    """Marching cubes of occupancy [N, N, N] (indexed z, y, x) at `level` into a binary little-endian PLY
+    (float32 x y z [uchar r g b]; faces as uchar 3 + int32 indices, wound 0 2 1). colors: [N, N, N, 3] uint8
+    sampled at the nearest voxel, or None. Returns None if the field is empty."""
     from skimage.measure import marching_cubes
 
     if not (occupancy.min() < level < occupancy.max()):
@@ -69,20 +70,52 @@ def save_mesh(occupancy: np.ndarray, colors: np.ndarray | None, bbox_len: float,
     idx = np.clip(np.round(verts).astype(int), 0, n - 1)
     xyz = (verts[:, ::-1] / (n - 1) * 2 - 1) * bbox_len  # (z, y, x) index -> (x, y, z) world
     cols = colors[idx[:, 0], idx[:, 1], idx[:, 2]] if colors is not None else None
-    with open(path, "w") as f:
-        f.write(f"ply\nformat ascii 1.0\nelement vertex {len(xyz)}\n")
-        f.write("property float x\nproperty float y\nproperty float z\n")
-        if cols is not None:
-            f.write("property uchar red\nproperty uchar green\nproperty uchar blue\n")
-        f.write(f"element face {len(faces)}\nproperty list uchar int vertex_indices\nend_header\n")
-        f.write(ply_rows(xyz, cols))
-        f.write(("3 %d %d %d\n" * len(faces)) % tuple(faces[:, [0, 2, 1]].ravel().tolist()))
+    vertex, face = ply_records(xyz, cols, faces)
+    with open(path, "wb") as f:
+        f.write(ply_header(len(vertex), len(face), cols is not None).encode("ascii"))
+        f.write(vertex.tobytes())
+        f.write(face.tobytes())
     return path
 
 
-def ply_rows(xyz: np.ndarray, cols: np.ndarray | None) -> str:
-    """The vertex lines 'x y z[ r g b]' (5 decimals) formatted in one call (3x faster than a loop of f-strings;
-    the same text)."""
-    table = xyz.astype(np.float64) if cols is None else np.concatenate([xyz.astype(np.float64), cols], 1)
-    line = "%.5f %.5f %.5f" + ("" if cols is None else " %d %d %d") + "\n"
-    return (line * len(table)) % tuple(table.ravel().tolist())
+VERTEX_XYZ = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+VERTEX_RGB = [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+FACE = np.dtype([("n", "u1"), ("v", "<i4", (3,))])
+
+
+def ply_header(n_vertex: int, n_face: int, coloured: bool) -> str:
+    """The PLY header for save_mesh's records."""
+    props = "".join(f"property {'float' if t == '<f4' else 'uchar'} {k}\n"
+                    for k, t in VERTEX_XYZ + (VERTEX_RGB if coloured else []))
+    return (f"ply\nformat binary_little_endian 1.0\nelement vertex {n_vertex}\n{props}"
+            f"element face {n_face}\nproperty list uchar int vertex_indices\nend_header\n")
+
+
+def ply_records(xyz: np.ndarray, cols: np.ndarray | None, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices [V, 3] (+ colours [V, 3] uint8) and triangles [F, 3] -> packed PLY records (one copy each)."""
+    vertex = np.empty(len(xyz), np.dtype(VERTEX_XYZ + (VERTEX_RGB if cols is not None else [])))
+    for i, k in enumerate("xyz"):
+        vertex[k] = xyz[:, i]
+    for i, k in enumerate(("red", "green", "blue") if cols is not None else ()):
+        vertex[k] = cols[:, i]
+    face = np.empty(len(faces), FACE)
+    face["n"] = 3
+    face["v"] = faces[:, [0, 2, 1]]
+    return vertex, face
+
+
+def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """save_mesh's PLY -> vertices [V, 3] float32, colours [V, 3] uint8 or None, triangles [F, 3] int32
+    (as written, wound 0 2 1)."""
+    raw = Path(path).read_bytes()
+    head, body = raw.split(b"end_header\n", 1)
+    lines = head.decode("ascii").splitlines()
+    assert lines[:2] == ["ply", "format binary_little_endian 1.0"], f"{path}: not save_mesh's binary PLY"
+    counts = {w[1]: int(w[2]) for w in (l.split() for l in lines) if w[0] == "element"}
+    coloured = any(l.endswith(" red") for l in lines)
+    vdtype = np.dtype(VERTEX_XYZ + (VERTEX_RGB if coloured else []))
+    vertex = np.frombuffer(body, vdtype, counts["vertex"])
+    face = np.frombuffer(body, FACE, counts["face"], offset=vdtype.itemsize * counts["vertex"])
+    xyz = np.stack([vertex[k] for k in "xyz"], 1)
+    cols = np.stack([vertex[k] for k in ("red", "green", "blue")], 1) if coloured else None
+    return xyz, cols, face["v"].copy()

@@ -10,6 +10,7 @@ from sjc_dist.config import load_config
 from sjc_dist.jobs import run_job
 from sjc_dist.optim.checkpoint import load_checkpoint, save_checkpoint
 from sjc_dist.optim.run import StepMetrics
+from sjc_dist.scene.export import read_mesh
 from sjc_dist.toyworld.shapes import grid_points
 
 STEPS, VIEWS, FRAMES = 4, 2, 3
@@ -48,18 +49,8 @@ def check_common_outputs(run_dir, cfg, rgb_side: int, render_side: int, channels
 
 
 def read_ply_header(path) -> dict:
-    header = {}
-    with open(path) as f:
-        assert f.readline().strip() == "ply"
-        for line in f:
-            words = line.split()
-            if words[0] == "element":
-                header[words[1]] = int(words[2])
-            if words[0] == "end_header":
-                break
-        first = next(f).split()
-    header["first_vertex"] = [float(v) for v in first[:3]]
-    return header
+    xyz, _, faces = read_mesh(path)
+    return {"vertex": len(xyz), "face": len(faces), "first_vertex": xyz[0].tolist()}
 
 
 def put_a_ball(run_dir, radius: float = 0.5) -> None:
