@@ -100,6 +100,28 @@ def overhead_rows(report: dict) -> list[list]:
     return rows
 
 
+PHASES = ("report", "gather", "write", "evaluate")
+
+
+def phase_lines(report: dict) -> list[str]:
+    """Per sweep, the trials' side (stepper.py WorkerStats.phase_s, summed over workers and trial threads, so
+    it can exceed wall time): seconds holding the device lock per phase, the wait for it, and the off-lock write."""
+    lines = []
+    for p in report["phases"].values():
+        total: dict[str, float] = {}
+        count: dict[str, int] = {}
+        for w in p.get("worker_stats", []):
+            for k, v in (w.get("phase_s") or {}).items():
+                total[k] = total.get(k, 0.0) + v
+            for k, v in (w.get("phase_n") or {}).items():
+                count[k] = count.get(k, 0) + v
+        parts = [f"{k} {total[k]:.1f} s over {count.get(k, 0)}"
+                 + (f" (waited {total[k + '_wait']:.1f} s for the lock)" if k + "_wait" in total else "")
+                 for k in PHASES if k in total]
+        lines.append(f"- {p['label']}: {'; '.join(parts) or 'n/a'}")
+    return lines
+
+
 def markdown(report: dict) -> str:
     """report.md: the per-sweep table, where the time went, the scaling line and targets, utilisation per
     device, environment and command."""
@@ -117,6 +139,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Multi-GPU sweep throughput ({report['date']})", "", devices, "", model, ""]
     lines += table(head, phase_rows(report), "lrrrrrrrrrrrlrl") + ["", "Where the wall time went:", ""]
     lines += table(time_head, overhead_rows(report), "lrrrrrrrl") + [""] + verdict_lines(report)
+    lines += ["", "Trial-side work by phase (s summed over trial threads; 'waited' is time blocked on the device "
+              "lock):", ""] + phase_lines(report)
     lines += ["", "Mean utilisation % per device in each steady window:", ""]
     for p in report["phases"].values():
         util = ", ".join(f"{d}: {u:.0f}" for d, u in p.get("util_steady", {}).items())

@@ -69,7 +69,11 @@ class Slot:
 class WorkerStats:
     """Counters of one worker: model loads, rounds (denoiser forwards) and scene-steps, and when rounds ran:
     `first_round_at` / `last_round_at` (wall clock, s since the epoch, at the end of the round) and `timeline`,
-    rows [end time s, rounds so far, scene_steps so far, scenes in this round] every `timeline_every` rounds."""
+    rows [end time s, rounds so far, scene_steps so far, scenes in this round] every `timeline_every` rounds.
+    `phase_s` / `phase_n`: seconds and counts of the trial-side work by phase: 'report_wait' / 'report' (waiting
+    for, then holding, the device lock to check and score a report), 'gather_wait' / 'gather' (the finish's device
+    part), 'write' (its files, off the lock), 'evaluate_wait' / 'evaluate' (the judge). Summed over trials' threads,
+    so they can exceed wall time; the *_wait phases are time a trial was blocked behind rounds or other trials."""
 
     model: str
     loads: int = 0
@@ -83,6 +87,12 @@ class WorkerStats:
     last_round_at: float | None = None
     timeline: list = field(default_factory=list)
     timeline_every: int = 1
+    phase_s: dict = field(default_factory=dict)
+    phase_n: dict = field(default_factory=dict)
+
+    def add_phase(self, name: str, seconds: float) -> None:
+        self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
+        self.phase_n[name] = self.phase_n.get(name, 0) + 1
 
     @property
     def mean_batch(self) -> float:
@@ -276,6 +286,24 @@ class SlotStepper:
             self.cv.wait_for(lambda: s.todo == 0 or self._stop)
         return self._report(s)
 
+    @contextlib.contextmanager
+    def _locked(self, phase: str) -> Iterator[None]:
+        """`with self.device_lock:` that counts the wait for it as '<phase>_wait' and the hold as `phase` (after
+        the lock is released: the counters' lock is never taken while holding the device)."""
+        asked = got = time.perf_counter()
+        try:
+            with self.device_lock:
+                got = time.perf_counter()
+                yield
+        finally:
+            done = time.perf_counter()
+            self._count(f"{phase}_wait", got - asked)
+            self._count(phase, done - got)
+
+    def _count(self, phase: str, seconds: float) -> None:
+        with self.cv:  # worker_stats copies the counters under the same lock
+            self.stats.add_phase(phase, seconds)
+
     def _report(self, s: Slot) -> dict:
         base = {"sjc_step": s.run.step_index, "steps_total": s.run.cfg.steps, "scorer": s.scorer,
                 "device_seconds": s.device_seconds}
@@ -283,7 +311,7 @@ class SlotStepper:
         if s.error:
             return {**base, "sjc_status": "failed", "failure": s.error}
         try:
-            with self.device_lock:
+            with self._locked("report"):
                 s.run.check_finite()
                 metrics = dataclasses.asdict(s.run.metrics()) if hasattr(s.run, "_last") else {}
                 metrics.update(s.score(s.run))
@@ -361,10 +389,12 @@ class SlotStepper:
         summary) and evaluate it (`evaluate` None: not evaluated, `note` says why)."""
         s = self._get(slot)
         s.folder = RunFolder(run_dir)
-        with self.device_lock:  # renders, decodes, to the host (RunFolder.gather); files are written beside the rounds
+        with self._locked("gather"):  # renders, decodes, to the host (RunFolder.gather); files are written beside the rounds
             gathered = s.folder.gather(s.run)
+        start = time.perf_counter()
         files = s.folder.write(gathered, s.device_seconds, note)
-        with self.device_lock:  # the judge runs on the worker's device too
+        self._count("write", time.perf_counter() - start)
+        with self._locked("evaluate"):  # the judge runs on the worker's device too
             metrics, note = evaluate(Path(run_dir)) if evaluate is not None else ({}, note or "evaluation off")
         return {"files": files, "eval": metrics, "eval_note": note}
 

@@ -189,9 +189,11 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
         assert p["steady"]["scene_its_per_s"] > 0 and p["steady"]["scene_steps"] > 0
         assert p["steady"]["method"] == "common window" and p["steady"]["window_s"] > 0
         assert all(w["timeline"] for w in p["worker_stats"])
+        assert sum(w["phase_n"]["write"] for w in p["worker_stats"]) == 2 * workers  # one finish per trial
     assert report["scaling"]["ratio"] > 0 and "CPU workers" in report["scaling"]["verdict"]
     assert (out / "gpu_util.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "views_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
     md = (out / "report.md").read_text()
     assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
+    assert "- 1 CPU worker: report " in md and "; write " in md

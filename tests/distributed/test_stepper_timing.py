@@ -145,3 +145,29 @@ def test_a_finishing_trial_writes_its_files_while_the_others_step(stepper, make_
     assert stepped_meanwhile["steps"] == 3
     assert {"field", "views", "depth", "checkpoint", "config"} <= set(files)
     assert all(Path(p).is_file() for p in files.values())
+
+
+def test_finish_phases_are_counted_and_blocked_time_is_a_wait(stepper, make_config, tmp_path, monkeypatch):
+    """WorkerStats.phase_s / phase_n: each advance's report and each finish's gather, write and evaluate are
+    counted once; a finish that has to wait for another holder of the device lock books that time as
+    'gather_wait', not as 'gather'."""
+    slot = stepper.open(config(make_config))
+    stepper.advance(slot, 4)
+    stepper.advance(slot, 4)
+    held = threading.Event()
+
+    def hold_the_device():
+        with stepper.device_lock:
+            held.set()
+            time.sleep(0.5)
+
+    holder = threading.Thread(target=hold_the_device)
+    holder.start()
+    held.wait(10)
+    stepper.finish(slot, str(tmp_path / "run"), evaluate=lambda run_dir: ({"x": 1.0}, ""))
+    holder.join()
+    stats = stepper.worker_stats()
+    assert stats["phase_n"] == {"report_wait": 2, "report": 2, "gather_wait": 1, "gather": 1, "write": 1,
+                                "evaluate_wait": 1, "evaluate": 1}
+    assert stats["phase_s"]["gather_wait"] >= 0.3 > stats["phase_s"]["evaluate_wait"]
+    assert all(v >= 0 for v in stats["phase_s"].values())
