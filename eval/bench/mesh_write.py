@@ -15,18 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sjc_dist.scene.export import save_mesh
+from sjc_dist.scene.export import mesh_arrays, save_mesh
 
 
 def ascii_mesh(occupancy: np.ndarray, colors: np.ndarray, bbox_len: float, level: float, path: Path) -> Path:
     """The writer mesh.ply had before (text lines; kept here as the comparison only)."""
-    from skimage.measure import marching_cubes
-
-    n = occupancy.shape[0]
-    verts, faces, _, _ = marching_cubes(occupancy.astype(np.float32), level=level)
-    idx = np.clip(np.round(verts).astype(int), 0, n - 1)
-    xyz = (verts[:, ::-1] / (n - 1) * 2 - 1) * bbox_len
-    table = np.concatenate([xyz.astype(np.float64), colors[idx[:, 0], idx[:, 1], idx[:, 2]]], 1)
+    xyz, cols, faces = mesh_arrays(occupancy, colors, bbox_len, level)
+    table = np.concatenate([xyz.astype(np.float64), cols], 1)
     with open(path, "w") as f:
         f.write(f"ply\nformat ascii 1.0\nelement vertex {len(xyz)}\nproperty float x\nproperty float y\n"
                 "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\n"

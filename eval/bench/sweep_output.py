@@ -3,6 +3,7 @@
 """
 import csv
 import os
+from collections import Counter
 from pathlib import Path
 
 from bench_report import fmt, table
@@ -108,13 +109,10 @@ def phase_lines(report: dict) -> list[str]:
     it can exceed wall time): seconds holding the device lock per phase, the wait for it, and the off-lock write."""
     lines = []
     for p in report["phases"].values():
-        total: dict[str, float] = {}
-        count: dict[str, int] = {}
+        total, count = Counter(), Counter()
         for w in p.get("worker_stats", []):
-            for k, v in (w.get("phase_s") or {}).items():
-                total[k] = total.get(k, 0.0) + v
-            for k, v in (w.get("phase_n") or {}).items():
-                count[k] = count.get(k, 0) + v
+            total.update(w.get("phase_s") or {})
+            count.update(w.get("phase_n") or {})
         parts = [f"{k} {total[k]:.1f} s over {count.get(k, 0)}"
                  + (f" (waited {total[k + '_wait']:.1f} s for the lock)" if k + "_wait" in total else "")
                  for k in PHASES if k in total]

@@ -61,6 +61,22 @@ def save_mesh(occupancy: np.ndarray, colors: np.ndarray | None, bbox_len: float,
     """Marching cubes of occupancy [N, N, N] (indexed z, y, x) at `level` into a binary little-endian PLY
     (float32 x y z [uchar r g b]; faces as uchar 3 + int32 indices, wound 0 2 1). colors: [N, N, N, 3] uint8
     sampled at the nearest voxel, or None. Returns None if the field is empty."""
+    mesh = mesh_arrays(occupancy, colors, bbox_len, level)
+    if mesh is None:
+        return None
+    xyz, cols, faces = mesh
+    vertex, face = ply_records(xyz, cols, faces)
+    with open(path, "wb") as f:
+        f.write(ply_header(len(vertex), len(face), cols is not None).encode("ascii"))
+        f.write(vertex.tobytes())
+        f.write(face.tobytes())
+    return path
+
+
+def mesh_arrays(occupancy: np.ndarray, colors: np.ndarray | None, bbox_len: float,
+                level: float) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | None:
+    """Marching cubes -> world vertices [V, 3] (x, y, z), their nearest voxel's colours [V, 3] or None, and
+    triangles [F, 3] as marching cubes winds them; None if `level` is outside the field's range."""
     from skimage.measure import marching_cubes
 
     if not (occupancy.min() < level < occupancy.max()):
@@ -70,17 +86,16 @@ def save_mesh(occupancy: np.ndarray, colors: np.ndarray | None, bbox_len: float,
     idx = np.clip(np.round(verts).astype(int), 0, n - 1)
     xyz = (verts[:, ::-1] / (n - 1) * 2 - 1) * bbox_len  # (z, y, x) index -> (x, y, z) world
     cols = colors[idx[:, 0], idx[:, 1], idx[:, 2]] if colors is not None else None
-    vertex, face = ply_records(xyz, cols, faces)
-    with open(path, "wb") as f:
-        f.write(ply_header(len(vertex), len(face), cols is not None).encode("ascii"))
-        f.write(vertex.tobytes())
-        f.write(face.tobytes())
-    return path
+    return xyz, cols, faces
 
 
 VERTEX_XYZ = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
 VERTEX_RGB = [("red", "u1"), ("green", "u1"), ("blue", "u1")]
 FACE = np.dtype([("n", "u1"), ("v", "<i4", (3,))])
+
+
+def vertex_dtype(coloured: bool) -> np.dtype:
+    return np.dtype(VERTEX_XYZ + (VERTEX_RGB if coloured else []))
 
 
 def ply_header(n_vertex: int, n_face: int, coloured: bool) -> str:
@@ -93,10 +108,10 @@ def ply_header(n_vertex: int, n_face: int, coloured: bool) -> str:
 
 def ply_records(xyz: np.ndarray, cols: np.ndarray | None, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices [V, 3] (+ colours [V, 3] uint8) and triangles [F, 3] -> packed PLY records (one copy each)."""
-    vertex = np.empty(len(xyz), np.dtype(VERTEX_XYZ + (VERTEX_RGB if cols is not None else [])))
-    for i, k in enumerate("xyz"):
+    vertex = np.empty(len(xyz), vertex_dtype(cols is not None))
+    for i, (k, _) in enumerate(VERTEX_XYZ):
         vertex[k] = xyz[:, i]
-    for i, k in enumerate(("red", "green", "blue") if cols is not None else ()):
+    for i, (k, _) in enumerate(VERTEX_RGB if cols is not None else []):
         vertex[k] = cols[:, i]
     face = np.empty(len(faces), FACE)
     face["n"] = 3
@@ -107,15 +122,14 @@ def ply_records(xyz: np.ndarray, cols: np.ndarray | None, faces: np.ndarray) -> 
 def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """save_mesh's PLY -> vertices [V, 3] float32, colours [V, 3] uint8 or None, triangles [F, 3] int32
     (as written, wound 0 2 1)."""
-    raw = Path(path).read_bytes()
-    head, body = raw.split(b"end_header\n", 1)
+    head, body = Path(path).read_bytes().split(b"end_header\n", 1)
     lines = head.decode("ascii").splitlines()
-    assert lines[:2] == ["ply", "format binary_little_endian 1.0"], f"{path}: not save_mesh's binary PLY"
+    if lines[:2] != ["ply", "format binary_little_endian 1.0"]:
+        raise ValueError(f"{path}: not a binary little-endian PLY as save_mesh writes it")
     counts = {w[1]: int(w[2]) for w in (l.split() for l in lines) if w[0] == "element"}
-    coloured = any(l.endswith(" red") for l in lines)
-    vdtype = np.dtype(VERTEX_XYZ + (VERTEX_RGB if coloured else []))
+    vdtype = vertex_dtype(any(l.endswith(" red") for l in lines))
     vertex = np.frombuffer(body, vdtype, counts["vertex"])
     face = np.frombuffer(body, FACE, counts["face"], offset=vdtype.itemsize * counts["vertex"])
-    xyz = np.stack([vertex[k] for k in "xyz"], 1)
-    cols = np.stack([vertex[k] for k in ("red", "green", "blue")], 1) if coloured else None
+    xyz = np.stack([vertex[k] for k, _ in VERTEX_XYZ], 1)
+    cols = np.stack([vertex[k] for k, _ in VERTEX_RGB], 1) if "red" in vdtype.names else None
     return xyz, cols, face["v"].copy()
