@@ -10,7 +10,8 @@ latents; the guidance weight and seed drawn at random so trials differ; no evalu
 checkpoints; the engine's model.compile and render.samples unless --compile / --samples say otherwise).
 Throughput is read in STEADY STATE from the workers' round timelines (stepper.py's WorkerStats; sweep_steady.py):
 the window in which every worker steps full batches (after `--skip-rounds` full rounds, so Ray start-up, the
-model load, compiles and CUDA-graph captures are excluded), in scene-iterations per second; per GPU and as
+model load, compiles and CUDA-graph captures are excluded; by default 5 past the call at which
+model.compile=auto compiles a batch size), in scene-iterations per second; per GPU and as
 10,000-step trials per GPU-hour. The rest of each sweep's wall time is split into: up to the first round, ramp
 up, ramp down, after the last round (trials writing outputs), and long rounds (compiles, or waits for work).
 A thread samples every GPU's utilisation and memory (sweep_sampler.py) every 0.2 s over the whole run.
@@ -48,6 +49,7 @@ from sd_standin import PROMPT, SIZES, save_standin_folder
 from sweep_control import Log, Phase, plan_phases, run_phase, worker_environment
 from sweep_output import environment, markdown, plot_utilisation, write_samples_csv
 from sweep_sampler import Sampler
+from sjc_dist.diffusion.fast import AUTO_COMPILE_AFTER
 from sweep_steady import _finite, full_stretch, rate_in, scaling, steady_state, targets  # noqa: F401
 
 REPORT_RESERVE_S = 20.0  # seconds of the budget kept for the report and the plot
@@ -90,7 +92,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tiny", action="store_true", help="the tiny UNet and grid of sd_standin.py (CPU checks)")
     ap.add_argument("--budget-seconds", type=float, default=330.0, help="the whole run's budget: sweeps are "
                     "interrupted at their share; a watchdog exits 30 s after it")
-    ap.add_argument("--skip-rounds", type=int, default=5, help="full-batch rounds left out of the steady window")
+    ap.add_argument("--skip-rounds", type=int, default=AUTO_COMPILE_AFTER + 5,
+                    help="full-batch rounds left out of the steady window (default: past model.compile=auto's "
+                         "compile at call AUTO_COMPILE_AFTER + 1 and its CUDA-graph capture)")
     ap.add_argument("--model-dir", default=None, help="stand-in model folder (built if missing; default "
                                                       "$TMPDIR/sjc-standin-<size>, reused across runs)")
     ap.add_argument("--work", default=None, help="folder for the sweep folders (default: a temporary one)")
