@@ -19,6 +19,7 @@ On a CPU it calls the wrapped VPDenoiser unchanged (same numbers), unless built 
 UNet (the guidance calls it under no-grad; the call here also runs under no-grad) and never syncs the host.
 """
 import contextlib
+import contextvars
 import copy
 import logging
 import os
@@ -41,6 +42,7 @@ DYNAMO_CACHE_LIMIT = 64  # graphs per code object: one per (padded size, layout)
 AUTO_COMPILE_MIN_PARAMS = 100e6  # 'auto' compiles SD-class UNets only (the toy world's 6.6 M: CUDA graphs only)
 AUTO_COMPILE_AFTER = 8  # calls of a padded size before 'auto' compiles it (gpu_bench.py measured the trade)
 log = logging.getLogger(__name__)
+_OCCASIONAL = contextvars.ContextVar("sjc_occasional_calls", default=False)  # set by `occasional()`
 
 # UNetCall: (x [N, C, H, W] in the UNet's dtype, t [N] float32, context [N, L, D] or None) -> F(x; t) [N, C, H, W]
 UNetCall = Callable[[Tensor, Tensor, Tensor | None], Tensor]
@@ -92,6 +94,21 @@ def fast_config(dtype: str, compile: str, unet: torch.nn.Module) -> FastConfig:
         return FastConfig(dtype=dtype, compile=compile)
     big = sum(p.numel() for p in unet.parameters()) >= AUTO_COMPILE_MIN_PARAMS
     return FastConfig(dtype=dtype, compile="default" if big else "none", compile_after=AUTO_COMPILE_AFTER)
+
+
+@contextlib.contextmanager
+def occasional():
+    """UNet calls made in this thread inside the block are occasional (a report's or an evaluation's fit, not a
+    round): CompileAfter serves them from a size already compiled, else eagerly, and never counts them toward
+    compiling. Why: one dynamic graph covers a range of batch sizes only (Dynamo guards on diffusers' upsampling
+    `n >= 64` and, in PyTorch's conv shape rules, 16..63, 2..15 and 1: TORCH_LOGS=recompiles, CPU), so a fit's
+    16 padded rows beside a K = 32 sweep's 64 compiled a second graph at the 9th report: a cold 32-trial sweep's
+    reports held the H200 66 s, 14 s with Inductor's cache warm (multi_gpu_sweep.py), for calls of a few ms."""
+    token = _OCCASIONAL.set(True)
+    try:
+        yield
+    finally:
+        _OCCASIONAL.reset(token)
 
 
 def bucket_size(n: int, step: int) -> int:
@@ -242,7 +259,8 @@ class GraphedCall:
 
 class CompileAfter:
     """A padded size runs `eager` for its first `after` calls, then `compiled` (compiling on its first call
-    there); `compile_s` holds the host seconds of each size's first compiled call (compile and capture)."""
+    there); calls under `occasional()` do not count. `compile_s` holds the host seconds of each size's first
+    compiled call (compile and capture)."""
 
     def __init__(self, eager: UNetCall, compiled: UNetCall, after: int):
         self.eager, self.compiled, self.after = eager, compiled, after
@@ -252,11 +270,13 @@ class CompileAfter:
 
     def __call__(self, x: Tensor, t: Tensor, context: Tensor | None) -> Tensor:
         key = shape_key(x, context)
+        if key in self.live:
+            return self.compiled(x, t, context)
+        if _OCCASIONAL.get():
+            return self.eager(x, t, context)
         n = self.calls[key] = self.calls.get(key, 0) + 1
         if n <= self.after:
             return self.eager(x, t, context)
-        if key in self.live:
-            return self.compiled(x, t, context)
         if isinstance(self.eager, GraphedCall):
             self.eager.drop(key)  # its memory goes back to the shared pool for the compiled graph
         start = time.perf_counter()

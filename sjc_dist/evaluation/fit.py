@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..diffusion.denoiser import Cond, append_dims
+from ..diffusion.fast import occasional
 from ..diffusion.load import Model
 from ..diffusion.text import view_prompt
 from ..scene.cameras import CameraConfig, view_labels
@@ -51,7 +52,8 @@ def denoiser_fit(model: Model, y: Tensor, prompts: list[str], negative: str = ""
     s = torch.tensor(sigmas, dtype=torch.float32).repeat_interleave(v).to(y.device)
     ys = y.float().repeat(len(sigmas), 1, 1, 1)
     noise = torch.randn(ys.shape, generator=torch.Generator().manual_seed(seed)).to(y.device)
-    d = den(ys + append_dims(s, ys.ndim) * noise, s, conditional(model, prompts * len(sigmas), negative))
+    with occasional():  # a score, not a round: never worth a compile of its own batch size
+        d = den(ys + append_dims(s, ys.ndim) * noise, s, conditional(model, prompts * len(sigmas), negative))
     return -float((d.float() - ys).pow(2).mean())
 
 

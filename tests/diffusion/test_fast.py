@@ -26,6 +26,7 @@ from sjc_dist.diffusion.fast import (
     PaddedCall,
     bucket_size,
     fast_config,
+    occasional,
     pad_rows,
 )
 from sjc_dist.diffusion.fp8 import Float8Linear, scale_of, to_float8
@@ -170,6 +171,27 @@ def test_compile_after_serves_each_size_eagerly_first():
     assert eager.resets == compiled.resets == 1 and not call.live
     call(torch.zeros(4, 1), torch.zeros(4), None)
     assert compiled.seen[-1] == 4 and len(call.compile_s) == 2  # captured again, not counted as a compile
+
+
+def test_occasional_calls_never_compile_a_size():
+    """Calls under occasional() (a report's fit) run eagerly and do not count toward compiling their size;
+    a size the rounds already compiled serves them compiled; another thread's calls are unaffected."""
+    import threading
+
+    eager, compiled = Recorder(0.0), Recorder(1.0)
+    call = CompileAfter(eager, compiled, after=1)
+    with occasional():
+        for _ in range(5):
+            call(torch.zeros(2, 1), torch.zeros(2), None)
+        other = threading.Thread(target=lambda: [call(torch.zeros(4, 1), torch.zeros(4), None) for _ in range(2)])
+        other.start()
+        other.join()
+    assert eager.seen == [2] * 5 + [4] and compiled.seen == [4] and not any(k[0] == (2, 1) for k in call.calls)
+    with occasional():
+        out = call(torch.zeros(4, 1), torch.zeros(4), None)
+    assert compiled.seen == [4, 4] and float(out[0, 0]) == 1.0
+    call(torch.zeros(2, 1), torch.zeros(2), None)
+    assert eager.seen[-1] == 2 and call.calls[next(k for k in call.calls if k[0] == (2, 1))] == 1  # counting starts
 
 
 def test_auto_compile_policy_by_unet_size():

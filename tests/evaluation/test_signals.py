@@ -64,6 +64,26 @@ def test_fit_orders_a_perfect_a_shifted_and_an_empty_result(tmp_path, make_confi
     assert len(FIT_SIGMAS) == 3
 
 
+def test_fit_calls_the_denoiser_as_occasional_calls():
+    """A fit is a score, not a round: its denoiser call runs under fast.occasional() (never compiles a size)."""
+    from types import SimpleNamespace
+
+    from sjc_dist.diffusion import fast
+
+    seen = []
+
+    class Den:
+        channels = 3
+
+        def __call__(self, x, sigma, cond):
+            seen.append((fast._OCCASIONAL.get(), x.shape[0]))
+            return torch.zeros_like(x)  # y = 0: a perfect fit
+
+    model = SimpleNamespace(denoiser=Den(), text=None, name="stub")
+    assert denoiser_fit(model, torch.zeros(2, 3, 4, 4), ["a red cube"] * 2) == 0.0
+    assert seen == [(True, 2 * len(FIT_SIGMAS))] and fast._OCCASIONAL.get() is False
+
+
 def test_evaluate_runs_reports_every_signal_and_truth(tmp_path, make_config, tiny_judge):
     cube = truth_run(tmp_path / "cube", make_config)
     cfg = EvalConfig(views=4, device="cpu", yaw_step=15.0, truth_elevations=(0.0, 30.0), truth_azimuths=4,
