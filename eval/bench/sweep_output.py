@@ -101,7 +101,7 @@ def overhead_rows(report: dict) -> list[list]:
     return rows
 
 
-PHASES = ("report", "gather", "write", "evaluate")
+PHASES = ("load", "open", "report", "gather", "write", "evaluate")
 
 
 def phase_lines(report: dict) -> list[str]:

@@ -70,7 +70,8 @@ class WorkerStats:
     """Counters of one worker: model loads, rounds (denoiser forwards) and scene-steps, and when rounds ran:
     `first_round_at` / `last_round_at` (wall clock, s since the epoch, at the end of the round) and `timeline`,
     rows [end time s, rounds so far, scene_steps so far, scenes in this round] every `timeline_every` rounds.
-    `phase_s` / `phase_n`: seconds and counts of the trial-side work by phase: 'report_wait' / 'report' (waiting
+    `phase_s` / `phase_n`: seconds and counts of the trial-side work by phase: 'open_wait' / 'open' (a slot's
+    scene built on the device; 'load' the model loads within), 'report_wait' / 'report' (waiting
     for, then holding, the device lock to check and score a report), 'gather_wait' / 'gather' (the finish's device
     part), 'write' (its files, off the lock), 'evaluate_wait' / 'evaluate' (the judge). Summed over trials' threads,
     so they can exceed wall time; the *_wait phases are time a trial was blocked behind rounds or other trials."""
@@ -218,7 +219,7 @@ class SlotStepper:
         cfg = self._validate(run_config)
         slot, built = self._reserve(), False
         try:
-            with self.device_lock:
+            with self._locked("open"):  # the model's load (the first slot's) included: it is a phase of its own too
                 run = SJCRun(cfg, self._model(cfg))
                 score, scorer = make_scorer(scorer, run)
             built = True
@@ -259,7 +260,9 @@ class SlotStepper:
         key = model_key(cfg)
         with self.load_lock:
             if key not in self.models:
+                start = time.perf_counter()
                 self.models[key] = self.loader(cfg.model, cfg.prompt.text, cfg.guidance.weight)
+                self._count("load", time.perf_counter() - start)
                 self.stats.loads += 1
                 self.stats.model_keys.append(list(key))
                 self.write_stats(force=True)

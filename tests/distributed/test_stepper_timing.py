@@ -148,8 +148,8 @@ def test_a_finishing_trial_writes_its_files_while_the_others_step(stepper, make_
 
 
 def test_finish_phases_are_counted_and_blocked_time_is_a_wait(stepper, make_config, tmp_path, monkeypatch):
-    """WorkerStats.phase_s / phase_n: each advance's report and each finish's gather, write and evaluate are
-    counted once; a finish that has to wait for another holder of the device lock books that time as
+    """WorkerStats.phase_s / phase_n: the open (with the model's load in it), each advance's report and each
+    finish's gather, write and evaluate are counted once; a finish that has to wait for another holder of the device lock books that time as
     'gather_wait', not as 'gather'."""
     slot = stepper.open(config(make_config))
     stepper.advance(slot, 4)
@@ -167,7 +167,8 @@ def test_finish_phases_are_counted_and_blocked_time_is_a_wait(stepper, make_conf
     stepper.finish(slot, str(tmp_path / "run"), evaluate=lambda run_dir: ({"x": 1.0}, ""))
     holder.join()
     stats = stepper.worker_stats()
-    assert stats["phase_n"] == {"report_wait": 2, "report": 2, "gather_wait": 1, "gather": 1, "write": 1,
-                                "evaluate_wait": 1, "evaluate": 1}
+    assert stats["phase_n"] == {"load": 1, "open_wait": 1, "open": 1, "report_wait": 2, "report": 2,
+                                "gather_wait": 1, "gather": 1, "write": 1, "evaluate_wait": 1, "evaluate": 1}
+    assert stats["phase_s"]["open"] >= stats["phase_s"]["load"]  # the load runs inside the first open
     assert stats["phase_s"]["gather_wait"] >= 0.3 > stats["phase_s"]["evaluate_wait"]
     assert all(v >= 0 for v in stats["phase_s"].values())
