@@ -196,4 +196,4 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
     assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
     md = (out / "report.md").read_text()
     assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
-    assert "- 1 CPU worker: report " in md and "; write " in md
+    assert "- 1 CPU worker: load " in md and all(f"; {k} " in md for k in ("open", "report", "write"))
