@@ -94,7 +94,8 @@ def overhead_rows(report: dict) -> list[list]:
         o = p.get("overhead", {})
         slow = o.get("long_rounds", [])
         rows.append([p["label"], fmt(o.get("wall_s"), ".1f"), fmt(o.get("steady_s"), ".1f"),
-                     f"**{fmt(o.get('outside_steady_s'), '.1f')}**", fmt(o.get("to_first_round_s"), ".1f"),
+                     f"**{fmt(o.get('outside_steady_s'), '.1f')}**", fmt(o.get("to_worker_s"), ".1f"),
+                     fmt(o.get("to_first_open_s"), ".1f"), fmt(o.get("to_first_round_s"), ".1f"),
                      fmt(o.get("ramp_up_s"), ".1f"), fmt(o.get("ramp_down_s"), ".1f"),
                      fmt(o.get("after_last_round_s"), ".1f"),
                      ", ".join(f"{w['rounds']} ({w['excess_s']:.1f} s)" for w in slow) or "n/a"])
@@ -132,11 +133,14 @@ def markdown(report: dict) -> str:
              "random weights); official SD settings (grid 100^3, step 0.01, CFG, PAAS) unless --tiny.")
     head = ["sweep", "GPUs", "workers", "trials", "K", "steps", "scene-steps", "steady scene-it/s", "per GPU",
             "10k-step trials / GPU-h", "window s", "steady batch", "loads / worker", "wall s", "trials"]
-    time_head = ["sweep", "wall s", "steady s", "outside steady s", "to 1st round", "ramp up", "ramp down",
+    time_head = ["sweep", "wall s", "steady s", "outside steady s", "worker built", "1st slot asked",
+                 "to 1st round", "ramp up", "ramp down",
                  "after last round", "long rounds per worker (excess s: compiles or waits)"]
     lines = [f"# Multi-GPU sweep throughput ({report['date']})", "", devices, "", model, ""]
     lines += table(head, phase_rows(report), "lrrrrrrrrrrrlrl") + ["", "Where the wall time went:", ""]
-    lines += table(time_head, overhead_rows(report), "lrrrrrrrl") + [""] + verdict_lines(report)
+    lines += table(time_head, overhead_rows(report), "lrrrrrrrrrl") + [""] + verdict_lines(report)
+    lines += ["", "(worker built, 1st slot asked, to 1st round: s from the sweep's start; the model loads within "
+              "the first slot's open)"]
     lines += ["", "Trial-side work by phase (s summed over trial threads; 'waited' is time blocked on the device "
               "lock):", ""] + phase_lines(report)
     lines += ["", "Mean utilisation % per device in each steady window:", ""]

@@ -74,7 +74,9 @@ class WorkerStats:
     scene built on the device; 'load' the model loads within), 'report_wait' / 'report' (waiting
     for, then holding, the device lock to check and score a report), 'gather_wait' / 'gather' (the finish's device
     part), 'write' (its files, off the lock), 'evaluate_wait' / 'evaluate' (the judge). Summed over trials' threads,
-    so they can exceed wall time; the *_wait phases are time a trial was blocked behind rounds or other trials."""
+    so they can exceed wall time; the *_wait phases are time a trial was blocked behind rounds or other trials.
+    `started_at` / `first_open_at`: wall clock when the worker was built and when a trial first asked it for a
+    slot (with `first_round_at`, they split a sweep's time to its first round)."""
 
     model: str
     loads: int = 0
@@ -90,6 +92,8 @@ class WorkerStats:
     timeline_every: int = 1
     phase_s: dict = field(default_factory=dict)
     phase_n: dict = field(default_factory=dict)
+    started_at: float | None = None
+    first_open_at: float | None = None
 
     def add_phase(self, name: str, seconds: float) -> None:
         self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
@@ -200,7 +204,7 @@ class SlotStepper:
         self.stats_path, self._stats_written = stats_path, 0.0  # the counters survive the worker (summary.json)
         self.models: dict[tuple, Model] = {}
         self.slots: dict[int, Slot | None] = {}
-        self.stats = WorkerStats(model_name, max_slots=max_slots)
+        self.stats = WorkerStats(model_name, max_slots=max_slots, started_at=time.time())
         self.cv, self.load_lock = threading.Condition(), threading.Lock()
         self.device_lock = DeviceLock()  # one thread at a time on the model and the scenes' tensors
         self._next, self._stop = 0, False
@@ -216,6 +220,8 @@ class SlotStepper:
         return slot
 
     def _open(self, run_config: dict, scorer: str) -> int:
+        with self.cv:
+            self.stats.first_open_at = self.stats.first_open_at or time.time()
         cfg = self._validate(run_config)
         slot, built = self._reserve(), False
         try:

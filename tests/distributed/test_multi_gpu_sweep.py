@@ -80,12 +80,15 @@ def test_long_rounds_are_compiles_or_waits(bench):
 def test_overhead_splits_the_wall_time(bench):
     steady = bench.sweep_steady
     rows = timeline(10.0, [1, 2] + [4] * 20 + [2], 0.5)  # first round ends at 10.5, last at 21.5
-    workers = [{"name": "w", "timeline": rows, "first_round_at": rows[0][0], "last_round_at": rows[-1][0]}]
+    workers = [{"name": "w", "timeline": rows, "first_round_at": rows[0][0], "last_round_at": rows[-1][0],
+                "started_at": 4.0, "first_open_at": 7.0}]
     record = {"t_start": 0.0, "t_end": 30.0, "wall_s": 30.0, "gpus": 1,
               "steady": bench.steady_state(workers, k=4, skip=2), "worker_stats": workers}
     o = steady.overhead(record)
     win = record["steady"]["window"]
     assert o["to_first_round_s"] == pytest.approx(10.5) and o["after_last_round_s"] == pytest.approx(8.5)
+    assert (o["to_worker_s"], o["to_first_open_s"]) == (4.0, 7.0)  # the first worker built, the first slot asked
+    assert "to_first_open_s" not in steady.overhead({**record, "worker_stats": [{**workers[0], "first_open_at": None}]})
     assert o["outside_steady_s"] == pytest.approx(30.0 - (win[1] - win[0]))
     assert o["ramp_up_s"] == pytest.approx(win[0] - 10.5) and o["ramp_down_s"] == pytest.approx(21.5 - win[1])
     head = steady.headline(record)
@@ -190,6 +193,8 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
         assert p["steady"]["method"] == "common window" and p["steady"]["window_s"] > 0
         assert all(w["timeline"] for w in p["worker_stats"])
         assert sum(w["phase_n"]["write"] for w in p["worker_stats"]) == 2 * workers  # one finish per trial
+        o = p["overhead"]
+        assert 0 < o["to_worker_s"] <= o["to_first_open_s"] <= o["to_first_round_s"]
     assert report["scaling"]["ratio"] > 0 and "CPU workers" in report["scaling"]["verdict"]
     assert (out / "gpu_util.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "views_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

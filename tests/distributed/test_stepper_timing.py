@@ -170,5 +170,6 @@ def test_finish_phases_are_counted_and_blocked_time_is_a_wait(stepper, make_conf
     assert stats["phase_n"] == {"load": 1, "open_wait": 1, "open": 1, "report_wait": 2, "report": 2,
                                 "gather_wait": 1, "gather": 1, "write": 1, "evaluate_wait": 1, "evaluate": 1}
     assert stats["phase_s"]["open"] >= stats["phase_s"]["load"]  # the load runs inside the first open
+    assert stats["started_at"] <= stats["first_open_at"] <= stats["first_round_at"]
     assert stats["phase_s"]["gather_wait"] >= 0.3 > stats["phase_s"]["evaluate_wait"]
     assert all(v >= 0 for v in stats["phase_s"].values())
