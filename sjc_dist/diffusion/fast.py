@@ -87,9 +87,10 @@ class FastConfig:
 def fast_config(dtype: str, compile: str, unet: torch.nn.Module) -> FastConfig:
     """The FastConfig of `model.compile`. 'auto': a UNet of >= AUTO_COMPILE_MIN_PARAMS parameters compiles each
     padded size once it has served AUTO_COMPILE_AFTER calls (mode 'default', one dynamic-batch graph). Rule: a
-    size compiles where its calls will repay the compile (about 40 s cold, a few s from Inductor's cache) with the
-    compiled call's saving (about 4 ms per SD-sized scene-step at K = 1, 55 ms per round at K = 32 on an H200):
-    a 10,000-step run or a sweep's full batch does, a size seen for a few calls does not, nor the toy world."""
+    size compiles where its calls will repay the compile (59-92 s cold, 10.5 s from Inductor's cache: a K = 32
+    sweep on an H200, 2026-12-03) with the compiled call's saving (about 4 ms per SD-sized scene-step at K = 1,
+    about 90 ms per round at K = 32: 0.27 s eager, 0.18 s compiled): a 10,000-step run or a sweep's full batch
+    does, a size seen for a few calls does not, nor the toy world, nor a score's calls (`occasional`)."""
     if compile != "auto":
         return FastConfig(dtype=dtype, compile=compile)
     big = sum(p.numel() for p in unet.parameters()) >= AUTO_COMPILE_MIN_PARAMS
