@@ -43,13 +43,14 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sjc_dist.diffusion.fast import AUTO_COMPILE_AFTER
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import Report
 from sd_standin import PROMPT, SIZES, save_standin_folder
 from sweep_control import Log, Phase, plan_phases, run_phase, worker_environment
 from sweep_output import environment, markdown, plot_utilisation, write_samples_csv
 from sweep_sampler import Sampler
-from sjc_dist.diffusion.fast import AUTO_COMPILE_AFTER
 from sweep_steady import _finite, full_stretch, rate_in, scaling, steady_state, targets  # noqa: F401
 
 REPORT_RESERVE_S = 20.0  # seconds of the budget kept for the report and the plot

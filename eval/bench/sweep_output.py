@@ -107,7 +107,8 @@ PHASES = ("load", "open", "report", "gather", "write", "evaluate")
 
 def phase_lines(report: dict) -> list[str]:
     """Per sweep, the trials' side (stepper.py WorkerStats.phase_s, summed over workers and trial threads, so
-    it can exceed wall time): seconds holding the device lock per phase, the wait for it, and the off-lock write."""
+    it can exceed wall time): seconds holding the device lock per phase, the wait for it, and the off-lock write.
+    'load' is part of 'open' (the first slot's open loads the model): do not add the two."""
     lines = []
     for p in report["phases"].values():
         total, count = Counter(), Counter()
@@ -142,7 +143,7 @@ def markdown(report: dict) -> str:
     lines += ["", "(worker built, 1st slot asked, to 1st round: s from the sweep's start; the model loads within "
               "the first slot's open)"]
     lines += ["", "Trial-side work by phase (s summed over trial threads; 'waited' is time blocked on the device "
-              "lock):", ""] + phase_lines(report)
+              "lock; 'load' is part of 'open'):", ""] + phase_lines(report)
     lines += ["", "Mean utilisation % per device in each steady window:", ""]
     for p in report["phases"].values():
         util = ", ".join(f"{d}: {u:.0f}" for d, u in p.get("util_steady", {}).items())

@@ -24,7 +24,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import torch
@@ -98,9 +98,11 @@ def fast_config(dtype: str, compile: str, unet: torch.nn.Module) -> FastConfig:
 
 
 @contextlib.contextmanager
-def occasional():
+def occasional() -> Iterator[None]:
     """UNet calls made in this thread inside the block are occasional (a report's or an evaluation's fit, not a
-    round): CompileAfter serves them from a size already compiled, else eagerly, and never counts them toward
+    round; threads started inside it may inherit it where Python makes threads inherit the context, 3.14
+    free-threaded): CompileAfter serves them from a size already compiled, else from the eager (CUDA-graphed)
+    stack, and never counts them toward
     compiling. Why: one dynamic graph covers a range of batch sizes only (Dynamo guards on diffusers' upsampling
     `n >= 64` and, in PyTorch's conv shape rules, 16..63, 2..15 and 1: TORCH_LOGS=recompiles, CPU), so a fit's
     16 padded rows beside a K = 32 sweep's 64 compiled a second graph at the 9th report: a cold 32-trial sweep's

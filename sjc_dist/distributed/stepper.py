@@ -297,8 +297,9 @@ class SlotStepper:
 
     @contextlib.contextmanager
     def _locked(self, phase: str) -> Iterator[None]:
-        """`with self.device_lock:` that counts the wait for it as '<phase>_wait' and the hold as `phase` (after
-        the lock is released: the counters' lock is never taken while holding the device)."""
+        """`with self.device_lock:` that counts the wait for it as '<phase>_wait' and the hold as `phase`, after
+        the release. Lock order: device_lock, then load_lock, then cv (the load's counters are taken inside the
+        open); nothing holding cv waits for the device."""
         asked = got = time.perf_counter()
         try:
             with self.device_lock:

@@ -180,11 +180,19 @@ def test_occasional_calls_never_compile_a_size():
 
     eager, compiled = Recorder(0.0), Recorder(1.0)
     call = CompileAfter(eager, compiled, after=1)
+    go = threading.Event()
+
+    def rounds():  # a thread started before the block, as the stepper's round thread is
+        go.wait(10)
+        for _ in range(2):
+            call(torch.zeros(4, 1), torch.zeros(4), None)
+
+    other = threading.Thread(target=rounds)
+    other.start()
     with occasional():
         for _ in range(5):
             call(torch.zeros(2, 1), torch.zeros(2), None)
-        other = threading.Thread(target=lambda: [call(torch.zeros(4, 1), torch.zeros(4), None) for _ in range(2)])
-        other.start()
+        go.set()
         other.join()
     assert eager.seen == [2] * 5 + [4] and compiled.seen == [4] and not any(k[0] == (2, 1) for k in call.calls)
     with occasional():

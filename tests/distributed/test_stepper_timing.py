@@ -149,8 +149,8 @@ def test_a_finishing_trial_writes_its_files_while_the_others_step(stepper, make_
 
 def test_finish_phases_are_counted_and_blocked_time_is_a_wait(stepper, make_config, tmp_path, monkeypatch):
     """WorkerStats.phase_s / phase_n: the open (with the model's load in it), each advance's report and each
-    finish's gather, write and evaluate are counted once; a finish that has to wait for another holder of the device lock books that time as
-    'gather_wait', not as 'gather'."""
+    finish's gather, write and evaluate are counted once; a finish that has to wait for another holder of the
+    device lock books that time as 'gather_wait', not as 'gather'."""
     slot = stepper.open(config(make_config))
     stepper.advance(slot, 4)
     stepper.advance(slot, 4)
