@@ -13,6 +13,9 @@ COPY sjc_dist ./sjc_dist
 COPY tune_configs ./tune_configs
 COPY eval ./eval
 RUN pip install --no-cache-dir -e .
+# the toy weights ship xz-packed (sjc_dist/toyworld/packed.py): unpack them once, into the image
+ENV SJC_CACHE=/opt/sjc_cache
+RUN python -c "from sjc_dist.toyworld.packed import unpacked; print(unpacked())"
 VOLUME /models
 ENTRYPOINT ["sjc"]
 CMD ["--help"]

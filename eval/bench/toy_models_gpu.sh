@@ -33,6 +33,7 @@ mkdir -p "$w/judge" && cp -r "$work"/judge/. "$w/judge"/
 cp "$work"/clip/* "$w/clip"/
 cp "$work"/logs/train_unet.log "$w/train_unet.log"; cp "$work"/logs/train_judge.log "$w/judge/train_unet.log"
 cp "$work"/logs/train_clip.log "$w/clip/train_clip.log"
+${PY:-python3} -m sjc_dist.toyworld.packed "$w"  # ship them xz-packed, as the repository does (packed.py)
 [ "${SAMPLES:-1}" = 0 ] || ${PY:-python3} eval/bench/toy_samples.py --out "$work/samples" --weights 1,3,7.5 --device "$dev" ${SAMPLES_ARGS:-} > "$work/logs/toy_samples.log" 2>&1 \
     || echo "toy_samples failed (see logs)"
 tail -n 5 "$work/logs/toy_samples.log" 2>/dev/null || true

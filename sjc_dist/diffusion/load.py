@@ -98,7 +98,9 @@ def model_path(name: str) -> Path | None:
     if name in SHIPPED:
         if not is_installed(name):
             raise ModelNotFoundError(name, f"the shipped weights are missing from {SHIPPED[name]}")
-        return SHIPPED[name]
+        from ..toyworld.packed import shipped
+
+        return shipped(SHIPPED[name])  # the xz-packed weights, unpacked once into a cache folder
     p = Path(os.path.expanduser(name))
     if p.is_dir():
         if not (p / "unet").is_dir() or not (p / "scheduler").is_dir():

@@ -46,8 +46,10 @@ def create_toy_clip(device: str | torch.device = "cpu", checkpoint: str | Path |
 
 
 def default_checkpoint() -> Path:
-    """Where the shipped checkpoint lives (it may be absent until trained)."""
-    return TOY_CLIP_DIR / CHECKPOINT_FILE
+    """Where the shipped checkpoint lives, unpacked (packed.py; it may be absent until trained)."""
+    from .packed import shipped
+
+    return shipped(TOY_CLIP_DIR) / CHECKPOINT_FILE
 
 
 def load_toy_clip(device: str | torch.device = "cpu", checkpoint: str | Path | None = None):

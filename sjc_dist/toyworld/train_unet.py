@@ -14,6 +14,7 @@ diffusers format (unet/, text_encoder/, tokenizer/, scheduler/) so it loads thro
 path as Stable Diffusion; train_unet_log.json and train_unet_loss.png beside them.
 
   python -m sjc_dist.toyworld.train_unet --out sjc_dist/toyworld/weights --seconds 300 --device cuda
+  python -m sjc_dist.toyworld.packed sjc_dist/toyworld/weights   # ship it xz-packed (packed.py)
   python -m sjc_dist.toyworld.train_unet --out DIR --channels 32,64,64 --seed 1 --seconds 150 --device cuda
 """
 import copy

@@ -9,6 +9,7 @@ from sjc_dist.diffusion.load import TOY_WEIGHTS, ModelConfig, load_model, model_
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 from sjc_dist.optim.loop import optimize
 from sjc_dist.optim.run import SJCRun
+from sjc_dist.toyworld.packed import shipped
 from sjc_dist.toyworld.shapes import COLORS, SHAPES, captions, occupancy, parse
 
 
@@ -30,7 +31,7 @@ def test_every_shape_is_inside_the_box_and_distinct():
 
 def test_shipped_model_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert model_path("toy") == TOY_WEIGHTS
+    assert model_path("toy") == shipped(TOY_WEIGHTS)  # the packed weights, unpacked (toyworld/packed.py)
     model = load_model(ModelConfig(name="toy", device="cpu"), "a red cube", 7.5)
     inner = model.denoiser.inner
     assert isinstance(inner, VPDenoiser) and inner.prediction_type == "epsilon"
@@ -38,7 +39,7 @@ def test_shipped_model_loads_offline(monkeypatch):
     assert model.denoiser.sigma_min == pytest.approx(0.0100, abs=1e-4)
     assert model.denoiser.sigma_max == pytest.approx(157.4, rel=1e-3)
     assert model.vae is None and model.text is not None
-    weight_bytes = sum(p.stat().st_size for p in TOY_WEIGHTS.rglob("*.safetensors"))
+    weight_bytes = sum(p.stat().st_size for p in TOY_WEIGHTS.rglob("*.safetensors*"))  # packed (.xz) or plain
     assert weight_bytes <= 25 * 2**20, "all shipped weights together must stay within 25 MB"
 
 

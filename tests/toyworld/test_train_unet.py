@@ -61,7 +61,10 @@ def test_default_config_builds_the_shipped_architecture():
         assert (list(got) if isinstance(got, tuple) else got) == shipped[key], key
     from safetensors.torch import load_file
 
-    shipped_params = sum(t.numel() for t in load_file(TOY_WEIGHTS / "unet" / "diffusion_pytorch_model.safetensors").values())
+    from sjc_dist.toyworld.packed import shipped
+
+    weights = shipped(TOY_WEIGHTS / "unet") / "diffusion_pytorch_model.safetensors"
+    shipped_params = sum(t.numel() for t in load_file(weights).values())
     assert tu.count(unet) == shipped_params
     assert text.config.hidden_size == cfg.text_width
 
