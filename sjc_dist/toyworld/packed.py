@@ -18,6 +18,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 SUFFIX = ".xz"
 PRESET = 9 | lzma.PRESET_EXTREME
 DONE = ".unpacked"  # written last: a folder without it is incomplete
+NOTES = (".md", ".log", ".png")  # documentation beside the weights: copied, but not part of the cache key
 
 
 def cache_root() -> Path:
@@ -28,9 +29,10 @@ def cache_root() -> Path:
 
 
 def content_key(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes: a retrained or repacked folder gets a new cache entry."""
+    """sha256 over every file's relative path and bytes but the notes (NOTES): a retrained or repacked folder gets
+    a new cache entry, an edited README does not."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix not in NOTES):
         digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 

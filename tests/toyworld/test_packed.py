@@ -27,6 +27,8 @@ def test_pack_then_unpack_gives_the_same_bytes_once(tmp_path, monkeypatch):
     assert {n: (out / n).read_bytes() for n in files} == files
     (out / "unet" / "config.json").write_text("reused")  # a second call reuses the folder, it does not rebuild it
     assert packed.unpacked(folder) == out and (out / "unet" / "config.json").read_text() == "reused"
+    (folder / "README.md").write_text("notes")  # documentation is not part of the key
+    assert packed.unpacked(folder) == out
 
 
 def test_a_plain_file_beside_its_xz_wins(tmp_path, monkeypatch):
