@@ -70,10 +70,15 @@ def ensure_worker(spec: PoolSpec, model: str, name: str):
     return actor.remote(opts)
 
 
-def start(spec: PoolSpec, models: list[str]) -> list:
-    """Create every worker of every model (they load their model on first use) and wait until they answer."""
+def start(spec: PoolSpec, models: list[str], preload: dict | None = None) -> list:
+    """Create every worker of every model and wait until they answer. `preload`: a run config of the one model in
+    `models`, sent to every worker (`SlotStepper.preload`) and not waited for, so the model loads while Tune
+    starts the trials; None: each worker loads on its first `open`."""
     handles = [ensure_worker(spec, m, n) for m in models for n in spec.names(m)]
-    ray.get([h.ping.remote() for h in handles])
+    pings = [h.ping.remote() for h in handles]
+    for h in handles if preload is not None else ():
+        h.preload.remote(preload)  # fire and forget: it never raises, and the worker's stats say what it did
+    ray.get(pings)
     return handles
 
 

@@ -1,11 +1,13 @@
 """SlotStepper: the engine inside a SceneWorker, without Ray: one model, up to `max_slots` scenes, batched steps.
 
 Slots: open(run_config_dict) -> slot, advance(slot, n) -> metrics, save(slot, path), restore(path) -> slot,
-close(slot). Callers (one thread per trial: Ray runs the actor's methods on a thread pool) only post work;
-one stepper thread runs *rounds*: every slot with steps still to take advances by one step, and all scenes
-on the same loaded model share one denoiser forward (`SceneBatch.step_all`). So K trials stepping at once on
-one worker cost one batched forward per step, not K. Each scene keeps its own generators, so a scene's
-trajectory does not depend on who it was batched with.
+close(slot); preload(run_config_dict) loads a model before any slot asks for it (the sweep sends it as soon as
+the worker exists, so the load overlaps the trials' start-up instead of holding the first `open`). Callers (one
+thread per trial: Ray runs the actor's methods on a thread pool) only post work; one stepper thread runs
+*rounds*: every slot with steps still to take advances by one step, and all scenes on the same loaded model
+share one denoiser forward (`SceneBatch.step_all`). So K trials stepping at once on one worker cost one batched
+forward per step, not K. Each scene keeps its own generators, so a scene's trajectory does not depend on who it
+was batched with.
 Memory is bounded by `max_slots`: each slot holds one field, its optimiser state and one step's activations;
 the forward batch is at most max_slots x views_per_step x n_noise (x2 with CFG). `open` on a full worker
 raises WorkerFull instead of allocating. Models load once per worker and model key (every ModelConfig field;
@@ -19,7 +21,9 @@ Device work is serialised: rounds, opening and restoring scenes, scoring, saving
 (renders, decodes, copies: `RunFolder.gather`; its files are encoded and written outside) all hold one
 lock (`device_lock`, a DeviceLock), because the model is not safe to call from two threads at once on a GPU
 (FastDenoiser's CUDA graphs share one static memory pool, and capturing a graph forbids other threads'
-allocations). Callers go before the next round, so back-to-back rounds never starve an `open`.
+allocations). Callers go before the next round, so back-to-back rounds never starve an `open`. A preload
+loads holding `load_lock` only, and only on a worker without slots: until it ends no scene can be built (an
+`open` waits for `load_lock`), so nothing else is on the device meanwhile.
 Timing: `WorkerStats` keeps the wall-clock time (time.time(), s) of the first and last round and a timeline of
 [time, rounds, scene_steps, batch] samples (every round, thinned to at most TIMELINE_MAX rows), from which a
 benchmark reads steady-state scene-iterations per second (eval/bench/multi_gpu_sweep.py).
@@ -76,7 +80,10 @@ class WorkerStats:
     part), 'write' (its files, off the lock), 'evaluate_wait' / 'evaluate' (the judge). Summed over trials' threads,
     so they can exceed wall time; the *_wait phases are time a trial was blocked behind rounds or other trials.
     `started_at` / `first_open_at`: wall clock when the worker was built and when a trial first asked it for a
-    slot (with `first_round_at`, they split a sweep's time to its first round)."""
+    slot (with `first_round_at`, they split a sweep's time to its first round); `load_started_at` /
+    `load_done_at`: when its first model load began and ended (before `first_open_at` when a preload did it).
+    `preload`: what `SlotStepper.preload` did ('' none asked, 'loaded', 'already loaded', 'skipped: ...',
+    'failed: ...'), its call counted as phase 'preload' ('load' within it)."""
 
     model: str
     loads: int = 0
@@ -94,6 +101,9 @@ class WorkerStats:
     phase_n: dict = field(default_factory=dict)
     started_at: float | None = None
     first_open_at: float | None = None
+    load_started_at: float | None = None
+    load_done_at: float | None = None
+    preload: str = ""
 
     def add_phase(self, name: str, seconds: float) -> None:
         self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
@@ -205,7 +215,7 @@ class SlotStepper:
         self.models: dict[tuple, Model] = {}
         self.slots: dict[int, Slot | None] = {}
         self.stats = WorkerStats(model_name, max_slots=max_slots, started_at=time.time())
-        self.cv, self.load_lock = threading.Condition(), threading.Lock()
+        self.cv, self.load_lock = threading.Condition(), threading.RLock()  # re-entrant: preload holds it over _model
         self.device_lock = DeviceLock()  # one thread at a time on the model and the scenes' tensors
         self._next, self._stop = 0, False
         self.thread = threading.Thread(target=self._loop, name="sjc-stepper", daemon=True)
@@ -225,7 +235,7 @@ class SlotStepper:
         cfg = self._validate(run_config)
         slot, built = self._reserve(), False
         try:
-            with self._locked("open"):  # the model's load (the first slot's) included: it is a phase of its own too
+            with self._locked("open"):  # the first slot's model load included (unless preloaded), a phase too
                 run = SJCRun(cfg, self._model(cfg))
                 score, scorer = make_scorer(scorer, run)
             built = True
@@ -240,6 +250,30 @@ class SlotStepper:
             self.slots[slot] = Slot(run, score, scorer, folder)
             self.stats.opened += 1
         return slot
+
+    def preload(self, run_config: dict) -> bool:
+        """Load the model of `run_config` (validated as `open` does) now, so the first `open` finds it loaded; True
+        when it is loaded. Never raises: what it did goes to `stats.preload`, and after a failure (a bad config,
+        missing weights, out of memory) the first `open` loads, and reports its error, as without a preload."""
+        start, loaded = time.perf_counter(), False
+        try:
+            cfg = self._validate(run_config)
+            with self.load_lock:  # from the check on: an open meanwhile waits for it (holding the device lock)
+                if model_key(cfg) in self.models:
+                    note, loaded = "already loaded", True
+                elif self.load():  # a slot is open or being built: the load would run beside its device work
+                    note = "skipped: the worker already had slots (their opens load their models)"
+                else:
+                    self._model(cfg)
+                    note, loaded = "loaded", True
+        except Exception as err:  # noqa: BLE001 - the first open meets the same error and reports it
+            note = f"failed: {type(err).__name__}: {err}"
+        with self.cv:
+            self.stats.preload = note
+        self._count("preload", time.perf_counter() - start)
+        with contextlib.suppress(OSError):  # the stats file is a copy of the counters: its write must not raise here
+            self.write_stats(force=True)
+        return loaded
 
     def _validate(self, run_config: dict) -> RunConfig:
         try:
@@ -266,11 +300,14 @@ class SlotStepper:
         key = model_key(cfg)
         with self.load_lock:
             if key not in self.models:
-                start = time.perf_counter()
+                start, began = time.perf_counter(), time.time()
                 self.models[key] = self.loader(cfg.model, cfg.prompt.text, cfg.guidance.weight)
                 self._count("load", time.perf_counter() - start)
-                self.stats.loads += 1
-                self.stats.model_keys.append(list(key))
+                with self.cv:
+                    self.stats.loads += 1
+                    self.stats.model_keys.append(list(key))
+                    self.stats.load_started_at = self.stats.load_started_at or began
+                    self.stats.load_done_at = self.stats.load_done_at or time.time()
                 self.write_stats(force=True)
             return self.models[key]
 
@@ -298,8 +335,8 @@ class SlotStepper:
     @contextlib.contextmanager
     def _locked(self, phase: str) -> Iterator[None]:
         """`with self.device_lock:` that counts the wait for it as '<phase>_wait' and the hold as `phase`, after
-        the release. Lock order: device_lock, then load_lock, then cv (the load's counters are taken inside the
-        open); nothing holding cv waits for the device."""
+        the release. Lock order: device_lock, then load_lock, then cv (an open loads its model holding the device
+        lock; a preload takes load_lock without it); nothing holding cv or load_lock waits for the device."""
         asked = got = time.perf_counter()
         try:
             with self.device_lock:

@@ -2,7 +2,8 @@
 
 The driver: takes the sweep folder's lock (sweep_lock.py) before anything else, connects to Ray (a local instance
 bound to loopback with no dashboard, or `--address` for a cluster, which keeps its own addresses), starts the
-SceneWorker pool, builds the Tuner (search: grid/random points drawn here, or OptunaSearch with a define-by-run
+SceneWorker pool (each worker starts loading the model at once when every trial shares it: `preload_config`),
+builds the Tuner (search: grid/random points drawn here, or OptunaSearch with a define-by-run
 space; scheduler: FIFO or ASHA on `sjc_step`; checkpoints every `checkpoint_every` reports; `max_failures`
 retries for trials whose worker died; trials reuse their Trainable processes), runs it, then writes
 `results.parquet` (one ResultRow per trial), `summary.json` and the ranking, and closes the MLflow parent run.
@@ -166,6 +167,22 @@ def evaluation_settings(spec: SweepSpec) -> dict | None:
     return {"judge": s.judge, "views": s.eval_views, "prompts": tuple(sorted(p for p in prompts if p))}
 
 
+def preload_config(spec: SweepSpec, sweep_dir: Path, resume: bool) -> dict | None:
+    """The run config whose model every worker starts loading as soon as it exists (pool.start): the base, when
+    every trial's model key (stepper.model_key) is the base's, i.e. no searched key under model.* (nor prompt.text
+    for 'empirical', whose data is the prompt's). None where a trial's model is known only from its own params,
+    or when a resumed sweep has no trial left to run: a preload must never load a model no trial uses."""
+    from .ledger import ended_trials
+
+    if any(key.startswith("model.") for key in spec.space):
+        return None
+    if spec.model_names() == ["empirical"] and "prompt.text" in spec.space:
+        return None
+    if resume and len(ended_trials(sweep_dir)) >= spec.n_trials():
+        return None
+    return spec.base
+
+
 def _choices(spec: SweepSpec, key: str) -> tuple:
     d = spec.space.get(key)
     return d.values if d is not None and not d.numeric else ()
@@ -267,7 +284,7 @@ def _run_locked(spec: SweepSpec, opts: SweepOptions, resume: bool, notes: list) 
     trainable = make_trainable(spec, pool_spec, sweep_dir)
     exp_path = f"{storage.rstrip('/')}/{name}"
     try:
-        pool.start(pool_spec, models)
+        pool.start(pool_spec, models, preload_config(spec, sweep_dir, resume))
         tracker = start_tracker(spec, uri, sweep_dir)
         if resume and tune.Tuner.can_restore(exp_path):  # the restored Tuner keeps its own pickled callbacks
             tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True)

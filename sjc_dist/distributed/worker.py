@@ -2,9 +2,10 @@
 
 It is a SlotStepper (stepper.py: slots, batched rounds, bounded memory, model-load counter) plus what only a
 Ray process knows: its node, its GPUs, and the final evaluator (the judge loads once per worker). Created by
-`pool.start` / `pool.ensure_worker` as a named, detached, threaded actor (`max_concurrency` above its slot count, so that every
-trial's blocking `advance` call can wait on the same round). Importing this module touches neither Ray's
-cluster nor CUDA; the model loads on the first `open`, inside the actor process.
+`pool.start` / `pool.ensure_worker` as a named, detached, threaded actor (`max_concurrency` above its slot
+count, so that every trial's blocking `advance` call can wait on the same round). Importing this module touches
+neither Ray's cluster nor CUDA; the model loads inside the actor process: from the `preload` the sweep sends as
+soon as the actor exists (pool.start), or else on the first `open`.
 """
 from .evaluator import RunEvaluator
 from .stepper import SlotStepper

@@ -1,7 +1,7 @@
 """Sweeps on a local Ray (2 CPUs) at tiny budgets: a 4-trial sweep end to end (Parquet rows, MLflow parent and
-children, ranking, `sjc results`), model loads == actors (not trials), ASHA stopping a poor trial (its folder
-written), a diverging trial failing alone, tracking off without mlflow, and a killed worker's trial finishing
-from its checkpoint (both worker incarnations counted)."""
+children, ranking, `sjc results`), model loads == actors (not trials; each begun by the driver's preload before
+a trial asked), ASHA stopping a poor trial (its folder written), a diverging trial failing alone, tracking off
+without mlflow, and a killed worker's trial finishing from its checkpoint (both worker incarnations counted)."""
 import json
 import threading
 import time
@@ -77,6 +77,8 @@ def test_model_loads_equal_actors_not_trials(e2e):
     assert sum(w["opened"] for w in outcome.workers) == 4
     assert sum(w["scene_steps"] for w in outcome.workers) == 4 * 20
     assert sum(w["rounds"] for w in outcome.workers) < 4 * 20  # scenes of one worker shared forwards
+    for w in outcome.workers:  # issue 14: each worker's load came from the driver's preload, begun before a trial
+        assert w["preload"] == "loaded" and w["loads"] == 1 and w["load_started_at"] < w["first_open_at"]  # asked
 
 
 def test_asha_stops_the_poor_trial(ray_session, shared_options, tiny_sweep):
