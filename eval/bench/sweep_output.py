@@ -95,6 +95,7 @@ def overhead_rows(report: dict) -> list[list]:
         slow = o.get("long_rounds", [])
         rows.append([p["label"], fmt(o.get("wall_s"), ".1f"), fmt(o.get("steady_s"), ".1f"),
                      f"**{fmt(o.get('outside_steady_s'), '.1f')}**", fmt(o.get("to_worker_s"), ".1f"),
+                     fmt(o.get("to_load_start_s"), ".1f"), fmt(o.get("to_loaded_s"), ".1f"),
                      fmt(o.get("to_first_open_s"), ".1f"), fmt(o.get("to_first_round_s"), ".1f"),
                      fmt(o.get("ramp_up_s"), ".1f"), fmt(o.get("ramp_down_s"), ".1f"),
                      fmt(o.get("after_last_round_s"), ".1f"),
@@ -102,13 +103,14 @@ def overhead_rows(report: dict) -> list[list]:
     return rows
 
 
-PHASES = ("load", "open", "report", "gather", "write", "evaluate")
+PHASES = ("preload", "load", "open", "report", "gather", "write", "evaluate")
 
 
 def phase_lines(report: dict) -> list[str]:
     """Per sweep, the trials' side (stepper.py WorkerStats.phase_s, summed over workers and trial threads, so
-    it can exceed wall time): seconds holding the device lock per phase, the wait for it, and the off-lock write.
-    'load' is part of 'open' (the first slot's open loads the model): do not add the two."""
+    it can exceed wall time): seconds holding the device lock per phase, the wait for it, the off-lock write and
+    the workers' own preloads (off the lock; what they did is in the brackets). 'load' is part of 'preload' or,
+    without one, of the first slot's 'open': do not add them."""
     lines = []
     for p in report["phases"].values():
         total, count = Counter(), Counter()
@@ -118,7 +120,8 @@ def phase_lines(report: dict) -> list[str]:
         parts = [f"{k} {total[k]:.1f} s over {count.get(k, 0)}"
                  + (f" (waited {total[k + '_wait']:.1f} s for the lock)" if k + "_wait" in total else "")
                  for k in PHASES if k in total]
-        lines.append(f"- {p['label']}: {'; '.join(parts) or 'n/a'}")
+        preloads = sorted({w["preload"] for w in p.get("worker_stats", []) if w.get("preload")})
+        lines.append(f"- {p['label']} (preload: {', '.join(preloads) or 'none'}): {'; '.join(parts) or 'n/a'}")
     return lines
 
 
@@ -134,16 +137,17 @@ def markdown(report: dict) -> str:
              "random weights); official SD settings (grid 100^3, step 0.01, CFG, PAAS) unless --tiny.")
     head = ["sweep", "GPUs", "workers", "trials", "K", "steps", "scene-steps", "steady scene-it/s", "per GPU",
             "10k-step trials / GPU-h", "window s", "steady batch", "loads / worker", "wall s", "trials"]
-    time_head = ["sweep", "wall s", "steady s", "outside steady s", "worker built", "1st slot asked",
-                 "to 1st round", "ramp up", "ramp down",
+    time_head = ["sweep", "wall s", "steady s", "outside steady s", "worker built", "load start", "loaded",
+                 "1st slot asked", "to 1st round", "ramp up", "ramp down",
                  "after last round", "long rounds per worker (excess s: compiles or waits)"]
     lines = [f"# Multi-GPU sweep throughput ({report['date']})", "", devices, "", model, ""]
     lines += table(head, phase_rows(report), "lrrrrrrrrrrrlrl") + ["", "Where the wall time went:", ""]
-    lines += table(time_head, overhead_rows(report), "lrrrrrrrrrl") + [""] + verdict_lines(report)
-    lines += ["", "(worker built, 1st slot asked, to 1st round: s from the sweep's start; the model loads within "
-              "the first slot's open)"]
+    lines += table(time_head, overhead_rows(report), "lrrrrrrrrrrrl") + [""] + verdict_lines(report)
+    lines += ["", "(worker built, load start (the first), loaded (the last worker's), 1st slot asked, to 1st round: "
+              "s from the sweep's start; the model loads from the worker's preload, sent as it is built, else "
+              "within the first slot's open: loaded before 1st slot asked means the load was off the trials' path)"]
     lines += ["", "Trial-side work by phase (s summed over trial threads; 'waited' is time blocked on the device "
-              "lock; 'load' is part of 'open'):", ""] + phase_lines(report)
+              "lock; 'load' is part of 'preload', or without one of 'open'):", ""] + phase_lines(report)
     lines += ["", "Mean utilisation % per device in each steady window:", ""]
     for p in report["phases"].values():
         util = ", ".join(f"{d}: {u:.0f}" for d, u in p.get("util_steady", {}).items())

@@ -110,7 +110,8 @@ def long_rounds(timeline: list, factor: float = 5.0, floor_s: float = 1.0) -> di
 
 def overhead(record: dict) -> dict:
     """Where a sweep's wall time went, s: up to the first round (Ray, model load, slot opens; split by when the
-    first worker was built, `to_worker_s`, and when a trial first asked for a slot, `to_first_open_s`), ramp-up and
+    first worker was built, `to_worker_s`, when the first model load began, `to_load_start_s`, when the last
+    worker's ended, `to_loaded_s`, and when a trial first asked for a slot, `to_first_open_s`), ramp-up and
     ramp-down around the steady window, after the last round (trials writing their outputs, shutdown);
     `outside_steady_s` = wall - steady window; long rounds (compiles or waits) per worker."""
     workers = record.get("worker_stats", [])
@@ -120,10 +121,11 @@ def overhead(record: dict) -> dict:
     window = steady.get("window")
     out = {"wall_s": record["wall_s"], "steady_s": steady.get("window_s") if _finite(steady.get("window_s")) else 0.0}
     out["outside_steady_s"] = out["wall_s"] - out["steady_s"]
-    for key, name in (("started_at", "to_worker_s"), ("first_open_at", "to_first_open_s")):
+    for key, name, which in (("started_at", "to_worker_s", min), ("load_started_at", "to_load_start_s", min),
+                             ("load_done_at", "to_loaded_s", max), ("first_open_at", "to_first_open_s", min)):
         times = [w[key] for w in workers if w.get(key)]
         if times:
-            out[name] = min(times) - record["t_start"]
+            out[name] = which(times) - record["t_start"]
     if firsts and lasts:
         out["to_first_round_s"] = min(firsts) - record["t_start"]
         out["after_last_round_s"] = record["t_end"] - max(lasts)

@@ -81,13 +81,17 @@ def test_overhead_splits_the_wall_time(bench):
     steady = bench.sweep_steady
     rows = timeline(10.0, [1, 2] + [4] * 20 + [2], 0.5)  # first round ends at 10.5, last at 21.5
     workers = [{"name": "w", "timeline": rows, "first_round_at": rows[0][0], "last_round_at": rows[-1][0],
-                "started_at": 4.0, "first_open_at": 7.0}]
+                "started_at": 4.0, "first_open_at": 7.0, "load_started_at": 4.5, "load_done_at": 6.0}]
     record = {"t_start": 0.0, "t_end": 30.0, "wall_s": 30.0, "gpus": 1,
               "steady": bench.steady_state(workers, k=4, skip=2), "worker_stats": workers}
     o = steady.overhead(record)
     win = record["steady"]["window"]
     assert o["to_first_round_s"] == pytest.approx(10.5) and o["after_last_round_s"] == pytest.approx(8.5)
     assert (o["to_worker_s"], o["to_first_open_s"]) == (4.0, 7.0)  # the first worker built, the first slot asked
+    later = {"name": "v", "started_at": 5.0, "load_started_at": 5.5, "load_done_at": 6.5}  # a second worker
+    both = steady.overhead({**record, "worker_stats": [*workers, later]})
+    assert (both["to_load_start_s"], both["to_loaded_s"]) == (4.5, 6.5)  # the first load began, the last ended
+    assert (o["to_load_start_s"], o["to_loaded_s"]) == (4.5, 6.0)
     assert "to_first_open_s" not in steady.overhead({**record, "worker_stats": [{**workers[0], "first_open_at": None}]})
     assert o["outside_steady_s"] == pytest.approx(30.0 - (win[1] - win[0]))
     assert o["ramp_up_s"] == pytest.approx(win[0] - 10.5) and o["ramp_down_s"] == pytest.approx(21.5 - win[1])
@@ -195,10 +199,15 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
         assert sum(w["phase_n"]["write"] for w in p["worker_stats"]) == 2 * workers  # one finish per trial
         o = p["overhead"]
         assert 0 < o["to_worker_s"] <= o["to_first_open_s"] <= o["to_first_round_s"]
+        assert all(w["preload"] == "loaded" for w in p["worker_stats"])  # issue 14: loaded as the worker was built
+        assert o["to_worker_s"] <= o["to_load_start_s"] <= o["to_first_open_s"]  # begun before a trial asked
+        assert o["to_load_start_s"] <= o["to_loaded_s"]
     assert report["scaling"]["ratio"] > 0 and "CPU workers" in report["scaling"]["verdict"]
     assert (out / "gpu_util.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "views_example.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
     md = (out / "report.md").read_text()
     assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
-    assert "- 1 CPU worker: load " in md and all(f"; {k} " in md for k in ("open", "report", "write"))
+    assert "- 1 CPU worker (preload: loaded): preload " in md
+    assert all(f"; {k} " in md for k in ("load", "open", "report", "write"))
+    assert "| worker built | load start | loaded | 1st slot asked |" in md
