@@ -12,6 +12,7 @@ serves trial after trial) with each worker's node, and dropped when a call finds
 found dead (killed, node lost) is recreated under the same name by whichever trial notices first
 (`get_if_exists`), so a killed worker's trials resume from their checkpoints on its replacement or on a sibling. The driver kills every worker when the sweep ends.
 """
+import contextlib
 import json
 import random
 import re
@@ -77,7 +78,8 @@ def start(spec: PoolSpec, models: list[str], preload: dict | None = None) -> lis
     handles = [ensure_worker(spec, m, n) for m in models for n in spec.names(m)]
     pings = [h.ping.remote() for h in handles]
     for h in handles if preload is not None else ():
-        h.preload.remote(preload)  # fire and forget: it never raises, and the worker's stats say what it did
+        with contextlib.suppress(AttributeError):  # a kept --pool of older code has no preload: it loads on open
+            h.preload.remote(preload)  # fire and forget: it never raises, and the worker's stats say what it did
     ray.get(pings)
     return handles
 
