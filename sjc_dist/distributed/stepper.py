@@ -22,8 +22,8 @@ Device work is serialised: rounds, opening and restoring scenes, scoring, saving
 lock (`device_lock`, a DeviceLock), because the model is not safe to call from two threads at once on a GPU
 (FastDenoiser's CUDA graphs share one static memory pool, and capturing a graph forbids other threads'
 allocations). Callers go before the next round, so back-to-back rounds never starve an `open`. A preload
-loads holding `load_lock` only, and only on a worker without slots: until it ends no scene can be built (an
-`open` waits for `load_lock`), so nothing else is on the device meanwhile.
+loads holding the device lock and `load_lock`, as an open does, and only on a worker without slots, so nothing
+else is on the device meanwhile and no scene is built until it ends.
 Timing: `WorkerStats` keeps the wall-clock time (time.time(), s) of the first and last round and a timeline of
 [time, rounds, scene_steps, batch] samples (every round, thinned to at most TIMELINE_MAX rows), from which a
 benchmark reads steady-state scene-iterations per second (eval/bench/multi_gpu_sweep.py).
@@ -258,7 +258,7 @@ class SlotStepper:
         start, loaded = time.perf_counter(), False
         try:
             cfg = self._validate(run_config)
-            with self.load_lock:  # from the check on: an open meanwhile waits for it (holding the device lock)
+            with self.device_lock, self.load_lock:  # the open's lock order; an open meanwhile waits for both
                 if model_key(cfg) in self.models:
                     note, loaded = "already loaded", True
                 elif self.load():  # a slot is open or being built: the load would run beside its device work
@@ -308,7 +308,8 @@ class SlotStepper:
                     self.stats.model_keys.append(list(key))
                     self.stats.load_started_at = self.stats.load_started_at or began
                     self.stats.load_done_at = self.stats.load_done_at or time.time()
-                self.write_stats(force=True)
+                with contextlib.suppress(OSError):  # a copy of the counters: a full disk must not undo a load
+                    self.write_stats(force=True)
             return self.models[key]
 
     def _get(self, slot: int) -> Slot:
@@ -335,8 +336,8 @@ class SlotStepper:
     @contextlib.contextmanager
     def _locked(self, phase: str) -> Iterator[None]:
         """`with self.device_lock:` that counts the wait for it as '<phase>_wait' and the hold as `phase`, after
-        the release. Lock order: device_lock, then load_lock, then cv (an open loads its model holding the device
-        lock; a preload takes load_lock without it); nothing holding cv or load_lock waits for the device."""
+        the release. Lock order: device_lock, then load_lock, then cv (an open and a preload load their model
+        holding the device lock); nothing holding cv or load_lock waits for the device."""
         asked = got = time.perf_counter()
         try:
             with self.device_lock:

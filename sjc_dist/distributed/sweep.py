@@ -178,7 +178,10 @@ def preload_config(spec: SweepSpec, sweep_dir: Path, resume: bool) -> dict | Non
         return None
     if spec.model_names() == ["empirical"] and "prompt.text" in spec.space:
         return None
-    if resume and len(ended_trials(sweep_dir)) >= spec.n_trials():
+    try:
+        if resume and len(ended_trials(sweep_dir)) >= spec.n_trials():
+            return None
+    except (OSError, ValueError):  # a ledger line cut by a killed driver: no preload; the resume reports it
         return None
     return spec.base
 

@@ -200,3 +200,21 @@ def test_pool_start_sends_the_preload_without_waiting(monkeypatch):
     calls.clear()
     pool.start(spec, ["empirical"])
     assert {m for _, m, _ in calls} == {"ping"}
+
+
+class OldHandle(FakeHandle):
+    """A worker of older code, kept in a --pool: it has no preload method."""
+
+    def __getattr__(self, method: str):
+        if method == "preload":
+            raise AttributeError(method)
+        return super().__getattr__(method)
+
+
+def test_pool_start_skips_a_worker_without_preload(monkeypatch):
+    calls, got = [], []
+    monkeypatch.setattr(pool, "ensure_worker", lambda spec, model, name: OldHandle(name, calls))
+    monkeypatch.setattr(pool.ray, "get", lambda refs, **kw: got.extend(refs) or [True] * len(refs))
+    handles = pool.start(pool.PoolSpec("p", workers=2), ["empirical"], {"model": {"name": "empirical"}})
+    assert len(handles) == 2 and {m for _, m, _ in calls} == {"ping"}
+    assert got == ["p-empirical-0.ping", "p-empirical-1.ping"]
