@@ -32,7 +32,7 @@ tar -cf "$OUT/validation.tar" -C "$runs" device.txt sweep.log validate.log \
     $(cd "$runs" && ls -d val/results.parquet val/ranking.txt val/summary.json val/validation.* val/plots 2>/dev/null)
 [ "${BENCH:-1}" = 0 ] || tar -cf "$OUT/bench.tar" -C "$runs" bench.log $(cd "$runs" && ls -d bench/report bench/results.parquet 2>/dev/null)
 if [ -n "$clip_s" ] || [ -n "$judge" ]; then
-  if [ -n "$judge" ]; then mkdir -p "$runs/clip" && cp -r "$judge" "$runs/newclip" && : > "$runs/train_clip.log" > "$runs/prune.log"
+  if [ -n "$judge" ]; then mkdir -p "$runs/clip" && cp -r "$judge" "$runs/newclip" && touch "$runs/train_clip.log" "$runs/prune.log"
   else wait $p3; tail -n 12 "$runs/train_clip.log"
     $py eval/bench/prune_clip.py "$runs/clip/open_clip_model.safetensors" "$runs/newclip" > "$runs/prune.log" 2>&1; fi
   for part in $parts; do

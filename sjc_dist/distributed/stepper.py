@@ -261,7 +261,7 @@ class SlotStepper:
             with self.device_lock, self.load_lock:  # the open's lock order; an open meanwhile waits for both
                 if model_key(cfg) in self.models:
                     note, loaded = "already loaded", True
-                elif self.load():  # a slot is open or being built: the load would run beside its device work
+                elif self.load():  # a busy worker: its rounds would wait out a load its opens may not need
                     note = "skipped: the worker already had slots (their opens load their models)"
                 else:
                     self._model(cfg)

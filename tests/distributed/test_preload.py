@@ -86,14 +86,22 @@ def test_preload_then_open_loads_once(make_stepper, empirical_model, make_config
     json.dumps(stats)
 
 
+def during_load(loader: Loader, first, first_cfg: dict, second, second_cfg: dict) -> tuple:
+    """`first(first_cfg)` in a thread; once the loader is inside its load, `second(second_cfg)` in another; 0.2 s
+    later, with the load still held by the gate: (first thread, its outcome, second thread, its outcome)."""
+    t1, out1 = in_thread(first, first_cfg)
+    assert loader.entered.wait(30)
+    t2, out2 = in_thread(second, second_cfg)
+    time.sleep(0.2)
+    return t1, out1, t2, out2
+
+
 def test_an_open_during_the_preload_waits_for_its_load(make_stepper, empirical_model, make_config):
     gate = threading.Event()
     loader = Loader(empirical_model, gate)
     st = make_stepper(loader)
-    preload, pre = in_thread(st.preload, config(make_config))
-    assert loader.entered.wait(30)
-    opening, opened = in_thread(st.open, config(make_config, "seed=1"))
-    time.sleep(0.2)
+    preload, pre, opening, opened = during_load(loader, st.preload, config(make_config),
+                                                st.open, config(make_config, "seed=1"))
     assert "result" not in opened and not st.slots.get(0)  # the open waits for the load (slot reserved only)
     gate.set()
     preload.join(30)
@@ -107,10 +115,7 @@ def test_a_preload_during_the_first_open_finds_its_load(make_stepper, empirical_
     gate = threading.Event()
     loader = Loader(empirical_model, gate)
     st = make_stepper(loader)
-    opening, opened = in_thread(st.open, config(make_config))
-    assert loader.entered.wait(30)
-    preload, pre = in_thread(st.preload, config(make_config))
-    time.sleep(0.2)
+    opening, opened, preload, pre = during_load(loader, st.open, config(make_config), st.preload, config(make_config))
     gate.set()
     opening.join(30)
     preload.join(30)
