@@ -18,7 +18,7 @@ class VoxelScene(nn.Module):
 
     def __init__(self, field: FieldConfig, background: BackgroundConfig, camera: CameraConfig, channels: int,
                  resolution: int, step: float, generator: torch.Generator | None = None, samples: str = "all",
-                 fuse: str = "none", size: int | None = None):
+                 fuse: str = "auto", size: int | None = None):
         super().__init__()
         self.field = VoxelField(field, channels, generator, size)  # size: a coarse-to-fine run's first side
         self.background = Background(background, channels, generator)
