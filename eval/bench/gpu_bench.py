@@ -92,10 +92,11 @@ def plan(args, device) -> list:
     """(kind, item) in order of importance, the budget cutting the tail: the UNet matrix, the engine options on
     the compiled UNet, the parts, the warm-cache probe, the cheap ablations, then the extra compiles."""
     vs = {v.name: v for v in variants(args, device)}
-    order = ["eager-fp32", "fast", "compile", "stage:scan", "compile+inside", "compile+visible", "stage:render",
-             "stage:adamax", "stage:stack", "fast-nchw", "stage:compile_probe", "fast+visible", "fast-fp8",
-             "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
-    skip = {"stage:scan", "stage:render", "stage:adamax", "stage:stack", "stage:fp8", "stage:render_fused"} if args.no_parts else set()
+    order = ["eager-fp32", "fast", "compile", "compile+triton", "stage:scan", "compile+inside", "compile+visible",
+             "stage:render", "stage:adamax", "stage:stack", "fast-nchw", "stage:compile_probe", "fast+visible",
+             "fast-fp8", "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
+    stages = {name for name in order if name.startswith("stage:")}
+    skip = stages if args.no_parts else {s for s in stages if args.stages and s[6:] not in args.stages.split(",")}
     if device.type != "cuda" or not any(v.compiles for v in vs.values()):
         skip |= {"stage:compile_probe"}
     if device.type != "cuda":
@@ -141,6 +142,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cold-probe", action="store_true", help="also time a new process on an empty cache")
     ap.add_argument("--probe-timeout", type=float, default=240.0)
     ap.add_argument("--no-parts", action="store_true", help="full steps only")
+    ap.add_argument("--stages", default="", help="comma list of the parts to run (default: all; e.g. render,adamax)")
     ap.add_argument("--budget-seconds", type=float, default=330.0,
                     help="stop starting cells that would end after this (a watchdog ends the run 30 s later)")
     ap.add_argument("--compile-reserve", type=float, default=75.0, help="seconds left needed to start a compile")

@@ -23,10 +23,10 @@ from sjc_dist.diffusion.denoiser import Cond
 from sjc_dist.diffusion.fast import FastConfig
 from sjc_dist.optim.adamax import Adamax, together
 from sjc_dist.scene.packed import ray_sums
-from sjc_dist.scene.render import n_samples, ray_box
+from sjc_dist.scene.render import n_samples, ray_box, use_triton
 from sjc_dist.scene.scenes import VoxelScene, render_scenes
 
-CELLS = [("all", "none"), ("inside", "none"), ("visible", "none")]
+CELLS = [("all", "none"), ("all", "triton"), ("inside", "none"), ("visible", "none")]
 FUSED_CELLS = [("all", "compile"), ("inside", "compile")]
 
 
@@ -76,7 +76,30 @@ def render_cell(scenes: list[VoxelScene], size, state: str, samples: str, fuse: 
            **bench_ms(lambda: render_step(scenes, cams, u), device)}
     if samples == "all" and fuse == "none":
         row.update(sample_fractions(scenes, cams))
+    if fuse == "triton":
+        row["agreement"] = triton_agreement(scenes, cams, u)
     return row
+
+
+def render_grads(scenes: list[VoxelScene], cams: list, u: torch.Tensor, fuse: str) -> list[torch.Tensor]:
+    """Image, weights, grid gradient and d_scale gradient of `render_step` with this fuse, flattened."""
+    for sc in scenes:
+        sc.fuse = fuse
+    render_step(scenes, cams, u)
+    with torch.no_grad():
+        outs = render_scenes(scenes, cams)
+        return [torch.cat([x.flatten() for x in xs]) for xs in
+                ([o.image for o in outs], [o.weights for o in outs], [sc.field.grid.grad for sc in scenes],
+                 [sc.field.d_scale.grad for sc in scenes])]
+
+
+def triton_agreement(scenes: list[VoxelScene], cams: list, u: torch.Tensor) -> dict:
+    """max |triton - dense| / max |dense| of the image, weights and both gradients (the scenes' fuse left as
+    'triton')."""
+    dense = render_grads(scenes, cams, u, "none")
+    fused = render_grads(scenes, cams, u, "triton")
+    names = ("image", "weights", "grid_grad", "d_scale_grad")
+    return {n: float((f - d).abs().max() / d.abs().max().clamp_min(1e-30)) for n, d, f in zip(names, dense, fused)}
 
 
 def render_parts(size, ks: list[int], states: list[str], cells: list, device, clock, log,
@@ -88,7 +111,9 @@ def render_parts(size, ks: list[int], states: list[str], cells: list, device, cl
         for state in states:
             scenes = scenes_for(size, k, state, "all", "none", device)
             for samples, fuse in cells:
-                if (fuse == "compile" and device.type != "cuda") or clock.left() < reserve:
+                unavailable = fuse == "compile" and device.type != "cuda" or fuse == "triton" and not use_triton(
+                    fuse, device)
+                if unavailable or clock.left() < reserve:
                     continue
                 row = guarded(partial(render_cell, scenes, size, state, samples, fuse, device))
                 rows.append({"k": k, "state": state, "samples": samples, "fuse": fuse, **row})

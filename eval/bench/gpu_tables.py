@@ -191,14 +191,21 @@ def profile_lines(d: dict) -> list[str]:
     return (["## Profiles", ""] + lines + [""]) if lines else []
 
 
+def agreement(a: dict | None) -> str:
+    """max relative differences of a fused render against the dense one, or blank."""
+    return " / ".join(f"{v:.1e}" for v in a.values()) if a else ""
+
+
 def parts_lines(d: dict) -> list[str]:
     parts, lines = d.get("stages", {}), []
     render = [r for name in ("render", "render_fused") for r in parts.get(name, {}).get("rows", []) if "ms" in r]
     if render:
         body = [[r["k"], r["state"], r["samples"], r["fuse"], fmt(r["ms"]), f"{fmt(r['min_ms'])}-{fmt(r['max_ms'])}",
-                 fmt(r.get("inside_first_view"), ".2f", ""), fmt(r.get("visible"), ".3f", "")] for r in render]
+                 fmt(r.get("inside_first_view"), ".2f", ""), fmt(r.get("visible"), ".3f", ""),
+                 agreement(r.get("agreement"))] for r in render]
         lines += ["## Render alone (forward + backward)", ""] + table(
-            ["K", "fields", "samples", "fuse", "ms", "range", "inside", "visible"], body, "rllrrrrr") + [""]
+            ["K", "fields", "samples", "fuse", "ms", "range", "inside", "visible", "vs dense (image, w, grads)"],
+            body, "rllrrrrrl") + [""]
     for name in ("adamax", "stack", "scan"):
         p = parts.get(name, {})
         if "error" in p or not p:

@@ -32,6 +32,7 @@ class Variant:
     ks: tuple[int, ...]
     note: str
     samples: str = "all"
+    fuse: str = "none"
     grouped: bool = False
     model: str = ""  # reuse this earlier variant's denoiser
     baseline: bool = False
@@ -53,6 +54,8 @@ def variants(args, device: torch.device) -> list[Variant]:
     out = [Variant("eager-fp32", "float32", None, (1,), "baseline: VPDenoiser fp32, plain eager", baseline=True),
            Variant("fast", half, fast, ks, "FastDenoiser (NHWC, CUDA graphs); render all samples, Adamax each"),
            Variant("compile", half, comp, ks, "fast + torch.compile, one dynamic-batch graph (NHWC)"),
+           Variant("compile+triton", half, comp, ks, "compile; the render in one Triton kernel each way",
+                   fuse="triton", model="compile"),
            Variant("compile+inside", half, comp, ends, "compile; packed in-box samples; grouped Adamax",
                    samples="inside", grouped=True, model="compile"),
            Variant("compile+visible", half, comp, ends, "compile; colour where w > 1e-4; grouped Adamax",
@@ -77,7 +80,7 @@ def graph_key(v: Variant, k: int):
 
 # --- one measurement: K scenes of one variant -------------------------------------------------------------
 def build_batch(model, size, k: int, v: Variant, field_state: str) -> SceneBatch:
-    runs = [SJCRun(run_config(size, seed, samples=v.samples), model) for seed in range(k)]
+    runs = [SJCRun(run_config(size, seed, samples=v.samples, fuse=v.fuse), model) for seed in range(k)]
     if field_state == "sphere":
         for r in runs:
             sphere_field(r.scene.field)

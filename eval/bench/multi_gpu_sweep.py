@@ -7,7 +7,8 @@ twice through the project's own `run_sweep`: once on ONE worker (one GPU) and on
 on a one-GPU machine), each worker a SceneWorker actor that loads the model once and steps its K slots
 (`--slots`) in batched rounds, with workers x K trials (FIFO, official SD settings: 100^3 grid, step 0.01, 64x64
 latents; the guidance weight and seed drawn at random so trials differ; no evaluation, no turntable, no
-checkpoints; the engine's model.compile and render.samples unless --compile / --samples say otherwise).
+checkpoints; the engine's model.compile, render.samples and render.fuse unless --compile / --samples / --fuse
+say otherwise).
 Throughput is read in STEADY STATE from the workers' round timelines (stepper.py's WorkerStats; sweep_steady.py):
 the window in which every worker steps full batches (after `--skip-rounds` full rounds, so Ray start-up, the
 model load, compiles and CUDA-graph captures are excluded; by default 5 past the call at which
@@ -65,7 +66,8 @@ def sweep_dict(args, phase: Phase, size, model_dir: Path, cpu: bool) -> dict:
         "model": {"name": str(model_dir), "device": "cpu" if cpu else "auto"},
         "prompt": {"text": PROMPT}, "steps": args.steps,
         "output": {"turntable_frames": 0, "eval_views": args.eval_views, "progress": False}})
-    for key, value in (("model", {"compile": args.compile}), ("render", {"samples": args.samples})):
+    for key, value in (("model", {"compile": args.compile}), ("render", {"samples": args.samples}),
+                       ("render", {"fuse": args.fuse})):
         if next(iter(value.values())):
             base = merge(base, {key: value})
     k = args.slots
@@ -110,6 +112,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0, help="seed of the random search and of the stand-in weights")
     ap.add_argument("--compile", default="", help="model.compile of the trials (default: the engine's, 'auto')")
     ap.add_argument("--samples", default="", help="render.samples of the trials (default: the engine's)")
+    ap.add_argument("--fuse", default="", help="render.fuse of the trials (default: the engine's, 'auto')")
     ap.add_argument("--inductor-cache", default="", help="TORCHINDUCTOR_CACHE_DIR of the workers (default: "
                                                          "torch's, /tmp/torchinductor_$USER)")
     args = ap.parse_args(argv)
