@@ -88,14 +88,14 @@ def build_batch(model, size, k: int, v: Variant, field_state: str) -> SceneBatch
 
 
 def denoise_ms(batch: SceneBatch, device, calls: int, repeats: int) -> float:
-    """The shared denoiser call of one batched step (CFG, 2K images) alone."""
-    from sjc_dist.diffusion.denoiser import Cond
+    """The shared denoiser call of one batched step (CFG, 2K images) alone, on the rows the step perturbs."""
+    from sjc_dist.optim import joint
 
     pending = [r.begin() for r in batch.runs]
-    z, sigma = torch.cat([p.z for p in pending]), torch.cat([p.sigma_k for p in pending])
-    cond = Cond.cat([p.cond for p in pending])
+    rows = joint.perturb(1, [p.target for p in pending], [p.sigma for p in pending], [p.noise for p in pending],
+                         [p.cond for p in pending])
     guidance = batch.runs[0].guidance
-    return median_ms_per_call(lambda: guidance.denoise(z, sigma, cond), device, calls, repeats)
+    return median_ms_per_call(lambda: guidance.denoise(rows.z, rows.sigma, rows.cond), device, calls, repeats)
 
 
 def measure_k(model, size, k: int, v: Variant, args, device, log) -> dict:

@@ -110,8 +110,13 @@ class Guidance:
         """n_noise draws per sample, repeated to [n_noise * B, ...]: (y, sigma, noise n, z = y + sigma n)."""
         k = self.cfg.n_noise
         y_k, s_k = y.detach().repeat(k, 1, 1, 1), sigma.to(y.device).repeat(k)
-        noise = torch.randn(y_k.shape, generator=generator, device=generator.device).to(y.device)
+        noise = self.noise(y, generator)
         return y_k, s_k, noise, y_k + append_dims(s_k, y_k.ndim) * noise
+
+    def noise(self, y: Tensor, generator: torch.Generator) -> Tensor:
+        """n ~ N(0, I) [n_noise B, ...] for y [B, ...], drawn from `generator` (on its device), on y's device."""
+        shape = (self.cfg.n_noise * y.shape[0], *y.shape[1:])
+        return torch.randn(shape, generator=generator, device=generator.device).to(y.device)
 
     @torch.no_grad()
     def denoise(self, z: Tensor, sigma: Tensor, cond: Cond) -> Tensor:

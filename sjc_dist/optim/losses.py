@@ -65,11 +65,17 @@ def emptiness_weight(cfg: EmptinessConfig, step: int, n_steps: int) -> float:
 def emptiness(weights: Tensor, beta: float, samples: Tensor | None = None) -> Tensor:
     """mean log(1 + beta w) over weights [B, R, S]; with `samples` [B] (ray), each view's sum over R x samples_b,
     then the mean over views."""
-    terms = torch.log1p(beta * weights)
+    return emptiness_rows(weights, beta, samples).mean()
+
+
+def emptiness_rows(weights: Tensor, beta: float | Tensor, samples: Tensor | None = None) -> Tensor:
+    """Each view's log(1 + beta w) [B] for weights [B, R, S] and beta a number or [B]: its sum over R x samples_b
+    (`samples` [B]), or its mean over R x S (None)."""
+    beta = beta if isinstance(beta, float | int) else beta.to(weights)[:, None, None]
+    terms = torch.log1p(beta * weights).flatten(1)
     if samples is None:
-        return terms.mean()
-    per_view = terms.flatten(1).sum(1) / (weights.shape[1] * samples.to(terms))
-    return per_view.mean()
+        return terms.mean(1)
+    return terms.sum(1) / (weights.shape[1] * samples.to(terms))
 
 
 def longest_ray_samples(origins: Tensor, dirs: Tensor, half: float, step: float) -> Tensor:

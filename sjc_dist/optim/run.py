@@ -22,13 +22,14 @@ from ..diffusion.load import Model
 from ..diffusion.sigmas import SigmaSampler, resolve_range
 from ..diffusion.text import view_prompt
 from ..errors import ConfigError, DivergenceError
-from ..guidance.base import GuidanceOutput, chain, make_guidance, validate_guidance
+from ..guidance.base import make_guidance, validate_guidance
 from ..guidance.passes import Passes, drive
 from ..scene.cameras import Cameras, view_labels
 from ..scene.field import resample_grid
 from ..scene.render import RenderOutput
 from ..scene.scenes import ImageScene, VoxelScene
-from .losses import center_depth, chord_samples, emptiness, emptiness_weight, total_variation
+from . import joint
+from .losses import emptiness_weight
 from .optimizer import MAX_FIELD_ABS, make_optimizer
 
 
@@ -52,18 +53,26 @@ class StepMetrics:
 
 @dataclass
 class Pending:
-    """A step between `begin` and `finish`: the render, the perturbed batch and its conditioning."""
+    """A step between `begin` and `finish`: the render (and its target: the render, or its VAE latent), this step's
+    draws (sigma [B] on the host, noise [n_noise B, ...]) and the conditioning [n_noise B]."""
 
     render: RenderOutput
     target: Tensor
-    y: Tensor
-    z: Tensor
     noise: Tensor
     sigma: Tensor
-    sigma_k: Tensor
     cond: Cond
     t0: float
-    ray_samples: Tensor | None = None
+
+
+@dataclass
+class StepRecord:
+    """What `metrics` reads of the last step: scene `index` of the joined terms, its pending step and update."""
+
+    terms: joint.Terms
+    index: int
+    pending: Pending
+    update: Tensor
+    loss: Tensor | None = None
 
 
 class SJCRun:
@@ -94,7 +103,9 @@ class SJCRun:
         check_sigma_range(lo, hi, den.sigma_min, den.sigma_max)
         self.sigmas = SigmaSampler(cfg.sigma.kind, lo, hi, den.sigmas)
         self.step_index = 0
-        self._first_bad = torch.tensor(-1, device=self.device)
+        self._first_bad = torch.tensor(-1, device=self.device)  # the first step whose loss was NaN/Inf, folded
+        self._bad: list[tuple[int, Tensor]] = []  # (step, its loss's NaN/Inf flag) since the last fold
+        self._conds: dict[tuple, Cond] = {}
 
     # --- conditioning ---------------------------------------------------------------------------------
     def cond_for(self, cams: Cameras | None, n: int) -> Cond:
@@ -107,12 +118,25 @@ class SJCRun:
         if cams is not None and p.view_dependent and g.cfg == "perp_neg":
             return self.model.text.perp_neg(p.text, cams.azimuth.tolist(), p.view_template, p.negative, g.weight,
                                             negative, g.perp_neg_scale)
+        return self.model.text.cond(self.prompts(cams, n), p.negative, g.weight, negative)
+
+    def prompts(self, cams: Cameras | None, n: int) -> list[str]:
+        """The n views' prompts: view-prefixed when prompt.view_dependent (and cameras are given)."""
+        p = self.cfg.prompt
         if cams is not None and p.view_dependent:
-            labels = view_labels(cams, self.cfg.camera.overhead_above)
-            prompts = [view_prompt(p.text, v, p.view_template) for v in labels]
-        else:
-            prompts = [p.text] * n
-        return self.model.text.cond(prompts, p.negative, g.weight, negative)
+            return [view_prompt(p.text, v, p.view_template) for v in view_labels(cams, self.cfg.camera.overhead_above)]
+        return [p.text] * n
+
+    def conditioning(self, cams: Cameras | None, n: int) -> Cond:
+        """cond_for repeated for the n_noise draws [n_noise n], kept per set of view prompts (a step's conditioning
+        is then a look-up, not embeddings, weights and copies on the device; Perp-Neg's depends on the azimuths)."""
+        k = self.cfg.guidance.n_noise
+        if self.cfg.guidance.cfg == "perp_neg" and self.model.text is not None:
+            return Cond.cat([self.cond_for(cams, n)] * k)
+        key = tuple(self.prompts(cams, n))
+        if key not in self._conds:
+            self._conds[key] = Cond.cat([self.cond_for(cams, n)] * k)
+        return self._conds[key]
 
     @property
     def evals_per_step(self) -> int:
@@ -122,49 +146,53 @@ class SJCRun:
     # --- the step, in parts ---------------------------------------------------------------------------
     def begin(self, views: tuple[RenderOutput, Cameras] | None = None, t0: float | None = None) -> Pending:
         """Render (or take `views`, rendered by a SceneBatch from this run's own camera draws since `t0`: the
-        cameras `scene.views` would draw), then perturb."""
+        cameras `scene.views` would draw), then draw sigma and the noise."""
         t0 = time.perf_counter() if t0 is None else t0
         n = self.cfg.render.views_per_step
         if views is None:
             self.resize_field()
         out, cams = views if views is not None else self.scene.views(n, self.cpu_gen)
-        sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen).to(self.device,
-                                                                                    non_blocking=True)
+        sigma = self.sigmas.sample(self.step_index, self.cfg.steps, n, self.cpu_gen)
         target = self.guidance.target(out.image)
-        y, s_k, noise, z = self.guidance.perturb(target, sigma, self.noise_gen)
-        cond = Cond.cat([self.cond_for(cams, n)] * self.cfg.guidance.n_noise)
-        return Pending(out, target, y, z, noise, sigma, s_k, cond, t0, self.ray_samples(out))
-
-    def ray_samples(self, out: RenderOutput) -> Tensor | None:
-        """Each view's official emptiness sample count [B] (normalize 'ray'), from the longest chord the render
-        measured on the device (computing the rays again on the host cost ~70 ops a scene and step), or None."""
-        if out.weights is None or self.cfg.emptiness.normalize != "ray":
-            return None
-        if out.chord is None:
-            raise ValueError("emptiness.normalize 'ray' needs the render's longest chord (RenderOutput.chord)")
-        return chord_samples(out.chord, self.cfg.render.step)
+        return Pending(out, target, self.guidance.noise(target, self.noise_gen), sigma, self.conditioning(cams, n), t0)
 
     def passes(self, p: Pending) -> Passes:
         """The guidance's denoiser passes for this step (drive them with `passes.drive`): the update [k B, ...]."""
-        return self.guidance.passes(p.y, p.z, p.noise, p.sigma_k, p.cond)
+        return joint.passes(self.guidance, joint.perturb(self.cfg.guidance.n_noise, [p.target], [p.sigma],
+                                                         [p.noise], [p.cond]))
 
     def loss(self, p: Pending, update: Tensor) -> Tensor:
         """The surrogate loss of the update [n_noise B, ...] and the regularisers (with grad into theta)."""
-        u = self.guidance.reduce(update, p.target.shape[0])
-        gout = GuidanceOutput(p.target, u, p.sigma)
-        terms = self.loss_terms(p, gout)
-        self._terms = (terms, gout, p)
-        return sum(terms.values())
+        u = joint.split_update(self.guidance, update, [update.shape[0]])[0]
+        terms = joint.terms([self], p.render, [p.target], [u])
+        self.record(terms, 0, p, u)
+        return terms.total()[0]
 
-    def apply(self, loss: Tensor) -> Tensor:
-        """The optimiser step, once `loss` has been backpropagated; returns the loss (no host sync)."""
+    def record(self, terms: joint.Terms, index: int, p: Pending, update: Tensor) -> None:
+        """Keep this step's terms (scene `index` of a joined set) for `metrics`."""
+        self._last = StepRecord(terms, index, p, update)
+
+    def apply(self, loss: Tensor, bad: Tensor | None = None) -> Tensor:
+        """The optimiser step, once `loss` has been backpropagated; returns the loss (no host sync). `bad`: whether
+        the loss is NaN/Inf (a view of the batch's flags), else computed here."""
         self.opt.step()
         loss = loss.detach()
-        bad = ~torch.isfinite(loss)
-        self._first_bad = torch.where((self._first_bad < 0) & bad, self.step_index, self._first_bad)
-        self._last = (*self._terms, loss)
+        self._bad.append((self.step_index, ~torch.isfinite(loss) if bad is None else bad))
+        if len(self._bad) >= 256:
+            self.fold_bad()
+        self._last.loss = loss
         self.step_index += 1
         return loss
+
+    def fold_bad(self) -> None:
+        """Fold the kept NaN/Inf flags into `_first_bad` on the device (no host sync)."""
+        if not self._bad:
+            return
+        steps = torch.tensor([s for s, _ in self._bad], device=self.device)
+        flags = torch.stack([f for _, f in self._bad])
+        first = torch.where(flags, steps, torch.iinfo(steps.dtype).max).amin()
+        self._first_bad = torch.where((self._first_bad < 0) & flags.any(), first, self._first_bad)
+        self._bad = []
 
     def finish(self, p: Pending, update: Tensor) -> Tensor:
         """Apply the update [n_noise B, ...] and regularisers, take the optimiser step; returns the loss."""
@@ -177,28 +205,9 @@ class SJCRun:
         p = self.begin()
         return self.finish(p, drive([self.passes(p)], self.guidance.denoise)[0])
 
-    def loss_terms(self, p: Pending, g: GuidanceOutput) -> dict[str, Tensor]:
-        zero = torch.zeros((), device=self.device)
-        terms = {"guidance": chain(g), "emptiness": zero, "depth": zero, "tv": zero}
-        out = p.render
-        if out.weights is not None:
-            lam = emptiness_weight(self.cfg.emptiness, self.step_index, self.cfg.steps)
-            terms["emptiness"] = lam * emptiness(out.weights, self.cfg.emptiness.beta, p.ray_samples)
-            d = self.cfg.depth
-            if d.weight > 0:
-                terms["depth"] = d.weight * center_depth(out.depth, d.center, d.eps)
-            terms["tv"] = self.tv_term()
-        return terms
-
-    def tv_term(self) -> Tensor:
-        """tv.density TV(raw density) + tv.features TV(features) of the voxel grid."""
-        tv, grid = self.cfg.tv, self.scene.field.grid[0]
-        term = torch.zeros((), device=self.device)
-        if tv.density > 0:
-            term = term + tv.density * total_variation(grid[:1])
-        if tv.features > 0:
-            term = term + tv.features * total_variation(grid[1:])
-        return term
+    def loss_terms(self, p: Pending, update: Tensor) -> dict[str, Tensor]:
+        """This step's terms (scalars) for the update [B, ...]: `joint.terms` of one scene."""
+        return joint.terms([self], p.render, [p.target], [update]).of(0)
 
     # --- coarse-to-fine -------------------------------------------------------------------------------
     def resize_field(self) -> None:
@@ -225,6 +234,7 @@ class SJCRun:
         """Raise DivergenceError naming the first step whose loss was NaN/Inf, or a parameter that is NaN/Inf or
         finite but exploded: max |theta| > MAX_FIELD_ABS (optimizer.py gives the bound's reasons). One host sync
         for all parameters together, at the logging cadence."""
+        self.fold_bad()
         names, params = zip(*self.scene.named_parameters())
         peaks = [p.detach().abs().amax().float() for p in params]  # NaN stays NaN
         bad, *peaks = torch.stack([self._first_bad.float(), *peaks]).tolist()
@@ -240,15 +250,16 @@ class SJCRun:
 
     def metrics(self) -> StepMetrics:
         """Metrics of the last step (this reads from the device: call it at the logging cadence)."""
-        terms, g, p, loss = self._last
+        rec = self._last
+        terms, p = rec.terms.of(rec.index), rec.pending
         opacity = float(p.render.opacity.detach().mean()) if p.render.opacity is not None else 1.0
-        return StepMetrics(step=self.step_index, loss=float(loss), guidance=float(terms["guidance"].detach()),
+        return StepMetrics(step=self.step_index, loss=float(rec.loss), guidance=float(terms["guidance"].detach()),
                            emptiness=float(terms["emptiness"].detach()), depth=float(terms["depth"].detach()),
                            tv=float(terms["tv"].detach()),
                            emptiness_lambda=emptiness_weight(self.cfg.emptiness, self.step_index - 1,
                                                              self.cfg.steps),
-                           sigma=float(g.sigma.float().mean()), opacity=opacity,
-                           update_norm=float(g.update.float().pow(2).mean().sqrt()),
+                           sigma=float(p.sigma.float().mean()), opacity=opacity,
+                           update_norm=float(rec.update.float().pow(2).mean().sqrt()),
                            seconds=time.perf_counter() - p.t0, evals=self.evals_per_step)
 
     # --- state ----------------------------------------------------------------------------------------

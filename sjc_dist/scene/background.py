@@ -38,9 +38,27 @@ class Background(nn.Module):
         self.cfg = cfg
 
     def forward(self, dirs: Tensor) -> Tensor:
-        d = F.normalize(dirs, dim=-1)
-        u = torch.atan2(d[..., 1], d[..., 0]) / math.pi  # azimuth, [-1, 1]
-        v = torch.acos(d[..., 2].clamp(-1, 1)) / math.pi * 2 - 1  # polar angle, [-1, 1]
-        g = torch.stack([u, v], -1).reshape(1, 1, -1, 2).to(self.texture.dtype)
-        out = F.grid_sample(self.texture, g, mode="bilinear", padding_mode="border", align_corners=False)
-        return out.reshape(self.texture.shape[1], -1).T.reshape(*dirs.shape[:-1], -1)
+        return look_up(self.texture, dirs[None])[0]
+
+
+def look_up(textures: Tensor, dirs: Tensor) -> Tensor:
+    """Textures [K, C, h, w] at ray directions dirs [K, ..., 3] -> [K, ..., C] (bilinear in spherical uv)."""
+    d = F.normalize(dirs, dim=-1)
+    u = torch.atan2(d[..., 1], d[..., 0]) / math.pi  # azimuth, [-1, 1]
+    v = torch.acos(d[..., 2].clamp(-1, 1)) / math.pi * 2 - 1  # polar angle, [-1, 1]
+    k, c = textures.shape[:2]
+    g = torch.stack([u, v], -1).reshape(k, 1, -1, 2).to(textures.dtype)
+    out = F.grid_sample(textures, g, mode="bilinear", padding_mode="border", align_corners=False)  # [K, C, 1, P]
+    return out.reshape(k, c, -1).transpose(1, 2).reshape(*dirs.shape[:-1], c)
+
+
+def backgrounds_of(backgrounds: list[Background], dirs: Tensor) -> Tensor:
+    """K backgrounds at their B views' directions dirs [K*B, R, 3] -> [K*B, R, C]: one look-up for all when their
+    textures have one shape, else one each."""
+    k = len(backgrounds)
+    if k == 1:
+        return backgrounds[0](dirs)
+    if len({bg.texture.shape for bg in backgrounds}) == 1:
+        textures = torch.cat([bg.texture for bg in backgrounds])  # [K, C, h, w]
+        return look_up(textures, dirs.reshape(k, -1, *dirs.shape[1:])).reshape(*dirs.shape[:-1], -1)
+    return torch.cat([bg(dk) for bg, dk in zip(backgrounds, dirs.chunk(k))])

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from ..configtools import opt
-from .background import Background
+from .background import Background, backgrounds_of
 from .cameras import Cameras
 from .field import VoxelField, activate, sample_channels
 from .packed import pack, render_packed
@@ -108,36 +108,54 @@ def render(field: VoxelField, background: Background, cams: Cameras, step: float
 def render_many(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras],
                 step: float, samples: str = "all", fuse: str = "auto") -> list[RenderOutput]:
     """Render K fields of one `stack_key`, each from its own B cameras (same B, H, W; on any device: they are
-    joined first and moved once) over its own background."""
+    joined first and moved once) over its own background: `render_joined`, split per field."""
+    return split_views(render_joined(fields, backgrounds, cams, step, samples, fuse), len(fields))
+
+
+def render_joined(fields: list[VoxelField], backgrounds: list[Background], cams: list[Cameras],
+                  step: float, samples: str = "all", fuse: str = "auto") -> RenderOutput:
+    """The K fields' views as one RenderOutput of K*B views, field-major (image [K*B, C, H, W], weights
+    [K*B, R, S], chord [K*B]): what the joined losses read (optim/joint.py)."""
     k, b = len(fields), len(cams[0])
     check_batch(fields, cams, samples)
     o, d = Cameras.cat(cams).to(fields[0].grid.device).rays()  # [K*B, R, 3]; cameras may come on the host
     half = fields[0].bbox_len
     t_in, t_out = ray_box(o, d, half)
-    s = torch.arange(n_samples(half, step), device=o.device, dtype=o.dtype) + 0.5
-    t = t_in[..., None] + s * step  # [K*B, R, S]; samples in [t_in, t_out) lie in the box
-    bg = torch.cat([bgk(dk) for bgk, dk in zip(backgrounds, d.split(b))]) if k > 1 else backgrounds[0](d)
+    n = n_samples(half, step)
+    bg = backgrounds_of(backgrounds, d)
     bg_depth = background_depth(backgrounds, b, o.device)
-    if samples == "all" and use_triton(fuse, o.device):
-        w, colour, depth, opacity = render_triton(fields, o, d, t_in, t_out, t.shape[-1], step)
-        w = w.reshape(t.shape)
+    if samples == "all" and use_triton(fuse, o.device):  # the kernels place the samples themselves
+        w, colour, depth, opacity = render_triton(fields, o, d, t_in, t_out, n, step)
+        w = w.reshape(*t_in.shape, n)
         colour, depth, opacity = blend(colour.reshape(bg.shape), depth.reshape(t_in.shape),
                                        opacity.reshape(t_in.shape), bg, bg_depth)
-    elif samples == "all":
+    else:
+        t = t_in[..., None] + (torch.arange(n, device=o.device, dtype=o.dtype) + 0.5) * step  # [K*B, R, S]
+        w, colour, depth, opacity = render_samples(fields, o, d, t_in, t, t_out, bg, bg_depth, step, samples, fuse)
+    chord = (t_out - t_in).amax(-1)  # [K*B]: the official emptiness normalisation's longest ray (losses.py)
+    h, wd = cams[0].height, cams[0].width
+    return RenderOutput(image=colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2),
+                        depth=depth.reshape(k * b, 1, h, wd), opacity=opacity.reshape(k * b, 1, h, wd),
+                        weights=w, chord=chord)
+
+
+def render_samples(fields: list[VoxelField], o: Tensor, d: Tensor, t_in: Tensor, t: Tensor, t_out: Tensor,
+                   bg: Tensor, bg_depth: float | Tensor, step: float, samples: str, fuse: str):
+    """(weights [K*B, R, S], colour [K*B, R, C], depth, opacity [K*B, R]) of the torch paths: the dense samples t
+    [K*B, R, S] ('all'), or those packed by `samples` ('inside', 'visible') from the rays' entries t_in [K*B, R]."""
+    k = len(fields)
+    if samples == "all":
         pts = o[..., None, :] + t[..., None] * d[..., None, :]
         raw, d_scale = sample_channels(fields, pts.reshape(k, -1, 3))
         cfg = fields[0].cfg
-        w, colour, depth, opacity = fused(shade, fuse, o.device)(raw, d_scale, t, t_out, bg, bg_depth, step,
-                                                                 cfg.density_shift, cfg.feature_activation)
-    else:
-        p = pack(o, d, t_in, t < t_out[..., None], step, half, k)
-        w, colour, depth, opacity = render_packed(fields, p, step, samples, fused(shade_packed, fuse, o.device,
-                                                                                  dynamic=True))
-        w = p.seg.dense(w, t.shape[-1]).reshape(t.shape)
-        colour, depth, opacity = blend(colour.reshape(bg.shape), depth.reshape(t_in.shape),
-                                       opacity.reshape(t_in.shape), bg, bg_depth)
-    chord = (t_out - t_in).amax(-1)  # [K*B]: the official emptiness normalisation's longest ray (losses.py)
-    return split_views(w, colour, depth, opacity, chord, k, b, cams[0].height, cams[0].width)
+        return fused(shade, fuse, o.device)(raw, d_scale, t, t_out, bg, bg_depth, step, cfg.density_shift,
+                                            cfg.feature_activation)
+    p = pack(o, d, t_in, t < t_out[..., None], step, fields[0].bbox_len, k)
+    w, colour, depth, opacity = render_packed(fields, p, step, samples, fused(shade_packed, fuse, o.device,
+                                                                              dynamic=True))
+    w = p.seg.dense(w, t.shape[-1]).reshape(t.shape)
+    return w, *blend(colour.reshape(bg.shape), depth.reshape(t_out.shape), opacity.reshape(t_out.shape), bg,
+                     bg_depth)
 
 
 def use_triton(fuse: str, device: torch.device) -> bool:
@@ -177,14 +195,10 @@ def check_batch(fields: list[VoxelField], cams: list[Cameras], samples: str) -> 
         raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
 
 
-def split_views(w: Tensor, colour: Tensor, depth: Tensor, opacity: Tensor, chord: Tensor, k: int, b: int, h: int,
-                wd: int) -> list[RenderOutput]:
-    """Per-field RenderOutputs from weights [K*B, R, S], colour [K*B, R, C], depth and opacity [K*B, R], chord
-    [K*B]."""
-    image = colour.reshape(k * b, h, wd, -1).permute(0, 3, 1, 2)
-    depth, opacity = depth.reshape(k * b, 1, h, wd), opacity.reshape(k * b, 1, h, wd)
-    return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww, chord=c) for i, dp, op, ww, c in
-            zip(image.split(b), depth.split(b), opacity.split(b), w.split(b), chord.split(b))]
+def split_views(out: RenderOutput, k: int) -> list[RenderOutput]:
+    """Per-field RenderOutputs (views of the joined one's tensors) of a joined render of K fields."""
+    parts = [t.chunk(k) for t in (out.image, out.depth, out.opacity, out.weights, out.chord)]
+    return [RenderOutput(image=i, depth=dp, opacity=op, weights=ww, chord=c) for i, dp, op, ww, c in zip(*parts)]
 
 
 def blend(colour: Tensor, depth: Tensor, opacity: Tensor, bg: Tensor, bg_depth: float | Tensor):

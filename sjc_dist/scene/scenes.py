@@ -2,7 +2,8 @@
 
 VoxelScene: theta = voxel field + background, f = volume rendering from sampled cameras (the 3D case).
 ImageScene: theta = an image (or latent) [1, C, H, W], f = identity (the paper's 2D check).
-`render_scenes` renders many VoxelScenes, those of one shape together (`render_many`).
+`render_groups` renders many VoxelScenes, those of one shape together (`render_joined`); `render_scenes` splits
+them per scene.
 """
 import torch
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from .background import Background, BackgroundConfig
 from .cameras import CameraConfig, Cameras, CameraSampler
 from .field import FieldConfig, VoxelField
-from .render import RenderOutput, render_many
+from .render import RenderOutput, render_joined, render_many, split_views
 
 
 class VoxelScene(nn.Module):
@@ -59,15 +60,19 @@ class ImageScene(nn.Module):
 
 
 def render_scenes(scenes: list[VoxelScene], cams: list[Cameras]) -> list[RenderOutput]:
-    """Each scene's render of its cameras; scenes of one shape and view count share one `render_many` pass."""
+    """Each scene's render of its cameras; scenes of one shape and view count share one `render_joined` pass."""
+    out: list[RenderOutput | None] = [None] * len(scenes)
+    for idx, joined in render_groups(scenes, cams):
+        for i, r in zip(idx, split_views(joined, len(idx))):
+            out[i] = r
+    return out
+
+
+def render_groups(scenes: list[VoxelScene], cams: list[Cameras]) -> list[tuple[list[int], RenderOutput]]:
+    """The scenes grouped by shape and view count, each group's indices and its joined render (`render_joined`)."""
     groups: dict[tuple, list[int]] = {}
     for i, (sc, c) in enumerate(zip(scenes, cams)):
         groups.setdefault(sc.stack_key() + (len(c), c.height, c.width), []).append(i)
-    out: list[RenderOutput | None] = [None] * len(scenes)
-    for idx in groups.values():
-        first = scenes[idx[0]]
-        rendered = render_many([scenes[i].field for i in idx], [scenes[i].background for i in idx],
-                               [cams[i] for i in idx], first.step, first.samples, first.fuse)
-        for i, r in zip(idx, rendered):
-            out[i] = r
-    return out
+    return [(idx, render_joined([scenes[i].field for i in idx], [scenes[i].background for i in idx],
+                                [cams[i] for i in idx], scenes[idx[0]].step, scenes[idx[0]].samples,
+                                scenes[idx[0]].fuse)) for idx in groups.values()]

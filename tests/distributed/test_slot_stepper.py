@@ -134,20 +134,20 @@ def test_scorers(stepper, make_config):
 
 
 def test_an_error_fails_only_the_scene_that_raised_it(stepper, make_config, empirical_model):
-    """Issue 15: one scene's exception inside a batched round (here its loss raises from step 3 on) fails that
+    """Issue 15: one scene's exception inside a batched round (here its losses raise from step 3 on) fails that
     scene alone, with its step; its batch-mate goes on exactly as if it had been stepped alone."""
     good_cfg, bad_cfg = config(make_config, "seed=0"), config(make_config, "seed=1")
     good, bad = stepper.open(good_cfg, "fit"), stepper.open(bad_cfg, "fit")
     run, calls = stepper.slots[bad].run, []
-    real_loss = run.loss
+    real_record = run.record
 
-    def loss(p, denoised):
+    def record(*args):  # where a step's losses are kept: batched or alone
         calls.append(1)
         if len(calls) >= 3:
             raise RuntimeError("value cannot be converted to type float without overflow")
-        return real_loss(p, denoised)
+        return real_record(*args)
 
-    run.loss = loss
+    run.record = record
     out = advance_together(stepper, [good, bad], 5)
     assert out[bad]["sjc_status"] == "failed" and out[bad]["sjc_step"] == 2
     assert out[bad]["failure"] == ("RuntimeError at step 3 of 8: value cannot be converted to type float without "

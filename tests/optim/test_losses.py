@@ -122,7 +122,7 @@ def test_emptiness_per_view_normalisation():
 
 def test_sd_preset_emptiness_is_the_official_formula(tiny_pipeline, tiny_model):
     from sjc_dist.config import load_config
-    from sjc_dist.guidance.base import GuidanceOutput
+    from sjc_dist.optim.joint import view_samples
     from sjc_dist.optim.run import SJCRun
 
     cfg = load_config("sd", [f"model.name={tiny_pipeline}", "model.device=cpu", "prompt.text=a red cube",
@@ -136,9 +136,9 @@ def test_sd_preset_emptiness_is_the_official_formula(tiny_pipeline, tiny_model):
     assert k <= p.render.weights.shape[-1]  # the renderer's samples cover the longest ray
     ws = p.render.weights[0].detach().double().numpy()  # [R, S]; samples past the exit carry w = 0
     official = np.log1p(cfg.emptiness.beta * ws).sum() / (k * ws.shape[0])  # ws [k, n].mean() of run_sjc.py
-    no_update = GuidanceOutput(p.target, torch.zeros_like(p.target), p.sigma)
-    got = float(run.loss_terms(p, no_update)["emptiness"].detach()) / cfg.emptiness.lambda1
+    got = float(run.loss_terms(p, torch.zeros_like(p.target))["emptiness"].detach()) / cfg.emptiness.lambda1
     assert got == pytest.approx(official, rel=1e-6)
-    assert int(longest_ray_samples(*cams.rays(), 1.0, 0.01)) == k == int(p.ray_samples)  # the render's chord
+    samples = view_samples([run], p.render, 1)  # from the render's chord
+    assert int(longest_ray_samples(*cams.rays(), 1.0, 0.01)) == k == int(samples)
     box = load_config("sd", [f"model.name={tiny_pipeline}", "prompt.text=a red cube", "emptiness.normalize=box"])
-    assert SJCRun(box, tiny_model).ray_samples(p.render) is None  # 'box' keeps the renderer's fixed count
+    assert view_samples([SJCRun(box, tiny_model)], p.render, 1) is None  # 'box' keeps the renderer's fixed count

@@ -88,7 +88,7 @@ def test_scenes_of_one_shape_render_in_one_pass(configs, tiny_model, monkeypatch
     from sjc_dist.scene import scenes
 
     calls = []
-    real = scenes.render_many
-    monkeypatch.setattr(scenes, "render_many", lambda fields, *a: calls.append(len(fields)) or real(fields, *a))
+    real = scenes.render_joined
+    monkeypatch.setattr(scenes, "render_joined", lambda fields, *a: calls.append(len(fields)) or real(fields, *a))
     SceneBatch([SJCRun(cfg, tiny_model) for cfg in configs[:3]]).step_all()
     assert sorted(calls) == [1, 2]  # scenes 0 and 2 (one view each) together, scene 1 (two views) alone
