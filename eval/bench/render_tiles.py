@@ -18,7 +18,8 @@ from sd_standin import SD15, TINY
 from sjc_dist.scene import triton_render
 from sjc_dist.scene.scenes import render_scenes
 
-TILES = [(8, 32, 4), (16, 16, 4), (16, 32, 4), (8, 16, 2), (8, 64, 4), (32, 16, 4)]  # (BLOCK_R, BLOCK_S, warps)
+TILES = [(16, 16, 4), (8, 16, 2), (8, 32, 4), (16, 32, 4), (8, 64, 4), (32, 16, 4)]  # (BLOCK_R, BLOCK_S, warps);
+# the first two are the engine's TILE and FEW_TILE; a row without a tile takes the engine's rule (FEW_RAYS)
 
 
 def cell(scenes, cams, u, fuse: str, tile: tuple | None, device) -> dict:
@@ -26,7 +27,8 @@ def cell(scenes, cams, u, fuse: str, tile: tuple | None, device) -> dict:
     for sc in scenes:
         sc.fuse = fuse
     if tile:
-        triton_render.TILE.update(BLOCK_R=tile[0], BLOCK_S=tile[1], num_warps=tile[2])
+        for t in (triton_render.TILE, triton_render.FEW_TILE):
+            t.update(BLOCK_R=tile[0], BLOCK_S=tile[1], num_warps=tile[2])
 
     def forward():
         with torch.no_grad():
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     env = ", ".join(f"{k} {v}" for k, v in python_env().items() if k in ("torch", "triton", "python"))
     report = Report(Path(args.out), {"command": " ".join(sys.argv), "date_utc": now_utc(), "device": name,
                                      "env": env, "size": size.name, "rows": []}, markdown)
-    default = dict(triton_render.TILE)
+    defaults = [(t, dict(t)) for t in (triton_render.TILE, triton_render.FEW_TILE)]
     for k in [int(x) for x in args.ks.split(",")]:
         for state in args.states.split(","):
             scenes = scenes_for(size, k, state, "all", "none", device)
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 report.data["rows"].append(row)
                 report.write()
                 print(f"K={k} {state} tile {tile}: {row['ms']:.2f} ms (dense {dense['ms']:.2f})", flush=True)
-            triton_render.TILE.update(default)
+            for t, d in defaults:
+                t.update(d)
             del scenes
             release(device)
     best = min((r for r in report.data["rows"] if r["tile"]), key=lambda r: r["ms"] / r["k"], default=None)
