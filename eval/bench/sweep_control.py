@@ -182,7 +182,7 @@ def phase_record(phase: Phase, args, outcome, polled: list[dict], t_start: float
                                                     "first_round_at", "last_round_at", "timeline_every",
                                                     "timeline", "phase_s", "phase_n", "started_at",
                                                     "first_open_at", "load_started_at", "load_done_at",
-                                                    "preload")} for w in workers],
+                                                    "preload", "load_phases")} for w in workers],
             "run_dirs": sorted(r.run_dir for r in (outcome.rows if outcome else []) if r.run_dir)}
     record.update(overhead=overhead(record), headline=headline(record))
     return record

@@ -121,7 +121,10 @@ def phase_lines(report: dict) -> list[str]:
                  + (f" (waited {total[k + '_wait']:.1f} s for the lock)" if k + "_wait" in total else "")
                  for k in PHASES if k in total]
         preloads = sorted({w["preload"] for w in p.get("worker_stats", []) if w.get("preload")})
-        lines.append(f"- {p['label']} (preload: {', '.join(preloads) or 'none'}): {'; '.join(parts) or 'n/a'}")
+        loads = [", ".join(f"{k} {v:.1f}" for k, v in w["load_phases"].items())
+                 for w in p.get("worker_stats", []) if w.get("load_phases")]
+        lines.append(f"- {p['label']} (preload: {', '.join(preloads) or 'none'}): {'; '.join(parts) or 'n/a'}"
+                     + (f"; the load's phases, s: {' | '.join(loads)}" if loads else ""))
     return lines
 
 

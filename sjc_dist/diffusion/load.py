@@ -4,7 +4,8 @@ and Stable Diffusion alike, go through `load_diffusers`: unet/, scheduler/, and 
 tokenizer/ and vae/ subfolders.
 """
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ class Model:
     vae: Any | None
     name: str
     device: torch.device
+    load_s: dict[str, float] = field(default_factory=dict)  # seconds of each phase of the load, in order
 
     @property
     def latent_scale(self) -> float:
@@ -131,29 +133,50 @@ def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0)
                           name=cfg.name, fast=cfg.fast, compile=cfg.compile)
 
 
+class Laps:
+    """Seconds between successive `lap(name)` calls, in order (the first from the clock's creation)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_to_t: str = "nearest",
                    guidance_weight: float = 1.0, name: str = "", fast: bool = False, compile: str = "auto") -> Model:
-    """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder."""
+    """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder; `Model.load_s` times the
+    phases (imports, unet read, unet to the device, vae, text, wrap)."""
+    clock = Laps()
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
     from transformers import AutoModel, AutoTokenizer
-
+    clock.lap("imports")
     unet_cfg = UNet2DConditionModel.load_config(path / "unet")
     unet_cls = UNet2DConditionModel if unet_cfg.get("cross_attention_dim") else UNet2DModel
-    unet = unet_cls.from_pretrained(path / "unet", torch_dtype=dtype).to(device).eval().requires_grad_(False)
+    unet = unet_cls.from_pretrained(path / "unet", torch_dtype=dtype)
     sched = DDPMScheduler.from_pretrained(path / "scheduler")
+    clock.lap("unet")
+    unet = unet.to(device).eval().requires_grad_(False)
+    clock.lap("unet_to_device")
     vae = None
     if (path / "vae").is_dir():
         vae = AutoencoderKL.from_pretrained(path / "vae", torch_dtype=dtype).to(device).eval()
         vae.requires_grad_(False)
+        clock.lap("vae")
     text = None
     if (path / "text_encoder").is_dir():
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         encoder = AutoModel.from_pretrained(path / "text_encoder", dtype=torch.float32).to(device)
         text = TextConditioner(tokenizer, encoder)
+        clock.lap("text")
     inner = VPDenoiser(unet, sched.alphas_cumprod, sched.config.prediction_type, sigma_to_t, dtype,
                        is_latent=vae is not None)
     if fast and device.type == "cuda":
         from .fast import FastDenoiser, fast_config
         name_of = {v: k for k, v in DTYPES.items()}
         inner = FastDenoiser(inner, fast_config(name_of[dtype], compile, unet))
-    return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device)
+    clock.lap("wrap")
+    return Model(CFGDenoiser(inner, guidance_weight), text, vae, name or str(path), device, clock.laps)

@@ -83,7 +83,8 @@ class WorkerStats:
     slot (with `first_round_at`, they split a sweep's time to its first round); `load_started_at` /
     `load_done_at`: when its first model load began and ended (before `first_open_at` when a preload did it).
     `preload`: what `SlotStepper.preload` did ('' none asked, 'loaded', 'already loaded', 'skipped: ...',
-    'failed: ...'), its call counted as phase 'preload' ('load' within it)."""
+    'failed: ...'), its call counted as phase 'preload' ('load' within it). `load_phases`: the first load's
+    seconds by phase (`Model.load_s`: imports, unet, unet_to_device, vae, text, wrap)."""
 
     model: str
     loads: int = 0
@@ -104,6 +105,7 @@ class WorkerStats:
     load_started_at: float | None = None
     load_done_at: float | None = None
     preload: str = ""
+    load_phases: dict = field(default_factory=dict)
 
     def add_phase(self, name: str, seconds: float) -> None:
         self.phase_s[name] = self.phase_s.get(name, 0.0) + seconds
@@ -308,6 +310,7 @@ class SlotStepper:
                     self.stats.model_keys.append(list(key))
                     self.stats.load_started_at = self.stats.load_started_at or began
                     self.stats.load_done_at = self.stats.load_done_at or time.time()
+                    self.stats.load_phases = self.stats.load_phases or dict(getattr(self.models[key], "load_s", {}))
                 with contextlib.suppress(OSError):  # a copy of the counters: a full disk must not undo a load
                     self.write_stats(force=True)
             return self.models[key]
