@@ -94,7 +94,8 @@ def plan(args, device) -> list:
     vs = {v.name: v for v in variants(args, device)}
     order = ["eager-fp32", "fast", "compile", "compile+triton", "stage:scan", "compile+inside", "compile+visible",
              "stage:render", "stage:adamax", "stage:stack", "fast-nchw", "stage:compile_probe", "fast+visible",
-             "fast-fp8", "stage:fp8", "compile-nchw", "compile-fp8", "compile-static", "stage:render_fused"]
+             "fast-fp8", "stage:fp8", "stage:upsample", "compile-nchw", "compile-diffusers-up", "compile-fp8",
+             "compile-static", "stage:render_fused"]
     stages = {name for name in order if name.startswith("stage:")}
     skip = stages if args.no_parts else {s for s in stages if args.stages and s[6:] not in args.stages.split(",")}
     if device.type != "cuda" or not any(v.compiles for v in vs.values()):
@@ -118,7 +119,9 @@ def run_stage(name: str, args, size, master, device, report: Report, clock: Cloc
            "adamax": lambda: gpu_parts.adamax_part(size, kmax, device),
            "stack": lambda: gpu_parts.stack_part(size, kmax, device),
            "scan": lambda: gpu_parts.scan_part(device, *(() if device.type == "cuda" else (20_000, 256))),
-           "fp8": lambda: gpu_parts.fp8_part(master, size, device, (2, 2 * kmax), not args.force_fast_path),
+           "fp8": lambda: gpu_parts.unet_call_part("fp8", master, size, device, (2, 2 * kmax),
+                                                   cpu_fallback=not args.force_fast_path),
+           "upsample": lambda: gpu_parts.upsample_part(master, size, device, kmax, not args.force_fast_path),
            "compile_probe": lambda: compile_probe(args, device, log)}
     report.stage(name, fns[name])
     release(device)

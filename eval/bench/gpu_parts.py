@@ -9,7 +9,9 @@ bench's evidence for the engine's render, optimiser and precision defaults.
 - stack: what concatenating the K grids costs per step (the renderer does it once per step);
 - scan: the packed renderer's per-ray sums, forward and backward, as one cumsum along dim 0 of [P, D] (what
   packed.ray_sums did before: on CUDA one serial thread per column) against one 1-D scan per column (now);
-- fp8: agreement of the float8-linear denoiser with eager fp32 and the UNet call's time against fp16.
+- fp8: agreement of the float8-linear denoiser with eager fp32 and the UNet call's time against fp16;
+- upsample: the same for diffusers' upsamplers as they are (NCHW from 64 images) against kept channels-last
+  (upsample.py), agreement on 63 images (padded to 64: the branch).
 """
 import copy
 from functools import partial
@@ -164,16 +166,45 @@ def scan_part(device, samples: int = 3_500_000, rays: int = 16_384, columns: int
             "per_column": bench_ms(per_column, device)}
 
 
-def fp8_part(master, size, device, images: tuple[int, ...], cpu_fallback: bool = True) -> dict:
-    """Agreement with eager fp32 and the UNet call time (CUDA graphs, no compile) of fp16 vs float8 linears."""
+UNET_CALLS = {"fp8": {"float16": FastConfig(), "fp8": FastConfig(fp8=True)},
+              "upsample": {"keep_layout": FastConfig(), "diffusers": FastConfig(keep_layout=False)}}
+
+
+def unet_call_part(stage: str, master, size, device, images: tuple[int, ...], check_n: int = 3,
+                   cpu_fallback: bool = True) -> dict:
+    """For each FastConfig of UNET_CALLS[stage] (fp16, CUDA graphs, no compile): agreement with eager fp32 on
+    `check_n` images and the UNet call's time at each batch of `images`."""
     out = {}
-    for name, fp8 in (("float16", False), ("fp8", True)):
-        den = make_denoiser(copy.deepcopy(master), "float16", FastConfig(fp8=fp8), cpu_fallback=cpu_fallback)
-        out[name] = {"agreement": guarded(partial(agreement, den, master, size, device, 3))}
+    for name, cfg in UNET_CALLS[stage].items():
+        den = make_denoiser(copy.deepcopy(master), "float16", cfg, cpu_fallback=cpu_fallback)
+        out[name] = {"agreement": guarded(partial(agreement, den, master, size, device, check_n))}
         for n in images:
             out[name][f"ms_{n}"] = guarded(partial(unet_call_ms, den, size, device, n))
         den = None
         release(device)
+    return out
+
+
+def upsample_part(master, size, device, kmax: int, cpu_fallback: bool) -> dict:
+    """diffusers' upsamplers as they are against kept channels-last: the UNet calls at 2, 2 K and 4 K images
+    (agreement on 63, padded to 64, on the GPU), and the nearest kernel's two layouts compared."""
+    out = unet_call_part("upsample", master, size, device, (2, 2 * kmax, 4 * kmax),
+                         63 if device.type == "cuda" else 3, cpu_fallback)
+    out["nearest_equal"] = nearest_layouts_equal(master, device, (64, 4 * kmax, 512))
+    return out
+
+
+def nearest_layouts_equal(master, device, batches: tuple[int, ...]) -> dict:
+    """Whether F.interpolate (nearest, x2) of a channels-last input equals that of its NCHW copy, fp16, at the
+    UNet's upsampler inputs [n, C, h, h] (the kernel diffusers works around from 64 images): 'nxCxh' -> bool."""
+    chans, res = master.config.block_out_channels[::-1], master.config.sample_size
+    out = {}
+    for n in batches:
+        for i, c in enumerate(chans[:-1]):
+            h = res // 2 ** (len(chans) - 1 - i)
+            x = torch.randn(n, c, h, h, device=device).half().contiguous(memory_format=torch.channels_last)
+            up = [torch.nn.functional.interpolate(v, scale_factor=2.0, mode="nearest") for v in (x, x.contiguous())]
+            out[f"{n}x{c}x{h}"] = bool(torch.equal(*up))
     return out
 
 

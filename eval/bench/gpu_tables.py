@@ -112,23 +112,28 @@ def rate(d: dict, variant: str, k: int) -> float:
     return rows[0]["scene_its_per_s"] if rows else float("nan")
 
 
+RATIOS = (  # (label, numerator, denominator) variants
+          ("compile / fast", "compile", "fast"), ("NCHW / NHWC eager", "fast-nchw", "fast"),
+          ("NCHW / NHWC compiled", "compile-nchw", "compile+triton"),
+          ("fp8 / fp16 compiled", "compile-fp8", "compile+triton"), ("dynamic / static", "compile", "compile-static"),
+          ("Triton / plain render", "compile+triton", "compile"),
+          ("kept / diffusers' upsampler layout", "compile+triton", "compile-diffusers-up"))
+
+
 def decisions(d: dict) -> list[str]:
-    """The defaults these numbers point to (each a FastConfig / RenderConfig / SceneBatch field)."""
-    ks = sorted({r["k"] for r in d.get("rows", []) if r["variant"] in ("fast", "compile")})
+    """The defaults these numbers point to (each a FastConfig / RenderConfig / SceneBatch field): per K, the
+    fastest variant and each ratio of RATIOS both of whose variants ran at that K."""
     out = []
-    for k in ks:
-        pair = {v: rate(d, v, k) for v in ("fast", "compile", "fast-nchw", "compile-nchw", "compile-static",
-                                           "compile-fp8", "fast-fp8")}
-        win = max((v for v in pair if not math.isnan(pair[v])), key=lambda v: pair[v], default=None)
-        out.append(f"K={k}: fastest UNet call {win} ({fmt(pair.get(win), '.1f')} scene-it/s); compile / fast "
-                   f"{fmt(pair['compile'] / pair['fast'])}x, NCHW / NHWC eager {fmt(pair['fast-nchw'] / pair['fast'])}x, "
-                   f"compiled {fmt(pair['compile-nchw'] / pair['compile'])}x,"
-                   f" dynamic / static {fmt(pair['compile'] / pair['compile-static'])}x, "
-                   f"fp8 / fp16 compiled {fmt(pair['compile-fp8'] / pair['compile'])}x")
-        opts = {v: rate(d, v, k) for v in ("compile", "compile+inside", "compile+visible", "fast", "fast+visible")}
-        out.append(f"K={k}: samples all / inside / visible (+ grouped Adamax), compiled: "
-                   + " / ".join(fmt(opts[v], ".1f") for v in list(opts)[:3]) + "; eager all / visible: "
-                   + " / ".join(fmt(opts[v], ".1f") for v in list(opts)[3:]) + " scene-it/s")
+    for k in sorted({r["k"] for r in d.get("rows", [])}):
+        rates = {r["variant"]: r["scene_its_per_s"] for r in d["rows"] if r["k"] == k}
+        win = max(rates, key=rates.get)
+        pairs = [f"{label} {fmt(rates[a] / rates[b])}x" for label, a, b in RATIOS if a in rates and b in rates]
+        out.append(f"K={k}: fastest {win} ({fmt(rates[win], '.1f')} scene-it/s)" + ("; " if pairs else "")
+                   + ", ".join(pairs))
+        opts = {v: rates.get(v, float("nan")) for v in ("compile", "compile+inside", "compile+visible")}
+        if sum(not math.isnan(x) for x in opts.values()) > 1:
+            out.append(f"K={k}: samples all / inside / visible (+ grouped Adamax), compiled: "
+                       + " / ".join(fmt(x, ".1f") for x in opts.values()) + " scene-it/s")
     return out
 
 
@@ -219,10 +224,15 @@ def parts_lines(d: dict) -> list[str]:
                          f"{fmt(p['grouped']['ms'])} ms")
         else:
             lines.append(f"- concatenating K={p['k']} grids ({p['bytes'] / 2**20:.0f} MiB): {fmt(p['ms'])} ms per step")
-    fp8 = parts.get("fp8", {})
-    for name, p in fp8.items() if "error" not in fp8 else []:
+    calls = {name: p for stage in ("fp8", "upsample") if "error" not in parts.get(stage, {})
+             for name, p in parts.get(stage, {}).items() if name != "nearest_equal"}
+    for name, p in calls.items():
         times = ", ".join(f"{k[3:]} images {fmt(v.get('ms'))} ms" for k, v in p.items() if k.startswith("ms_"))
         lines.append(f"- UNet call {name}: rel err {fmt(p['agreement'].get('rel_err'), '.2e')}; {times}")
+    equal = parts.get("upsample", {}).get("nearest_equal", {})
+    if equal:
+        lines.append("- nearest x2 upsampling, channels-last equal to NCHW: "
+                     + ", ".join(f"{shape} {'yes' if ok else 'NO'}" for shape, ok in equal.items()))
     return lines + [""]
 
 

@@ -64,8 +64,11 @@ def variants(args, device: torch.device) -> list[Variant]:
            Variant("fast+visible", half, fast, ends, "fast; colour where w > 1e-4; grouped Adamax",
                    samples="visible", grouped=True, model="fast"),
            Variant("fast-fp8", half, replace(fast, fp8=True), ends, "fast with float8 transformer linears"),
-           Variant("compile-nchw", half, replace(comp, **nchw), top, "compile in NCHW"),
-           Variant("compile-fp8", half, replace(comp, fp8=True), top, "compile with float8 transformer linears"),
+           Variant("compile-nchw", half, replace(comp, **nchw), ks, "compile+triton in NCHW", fuse="triton"),
+           Variant("compile-diffusers-up", half, replace(comp, keep_layout=False), ends,
+                   "compile+triton with diffusers' upsamplers as they are (NCHW from 64 images)", fuse="triton"),
+           Variant("compile-fp8", half, replace(comp, fp8=True), top, "compile+triton with float8 transformer linears",
+                   fuse="triton"),
            Variant("compile-static", half, replace(comp, compile_dynamic=False), top,
                    "compile, one static graph per padded size")]
     wanted = [w for w in args.variants.split(",") if w]
@@ -73,9 +76,9 @@ def variants(args, device: torch.device) -> list[Variant]:
 
 
 def graph_key(v: Variant, k: int):
-    """Which compiled graph a K runs: one per padded size when static; two when dynamic (diffusers' upsamplers
-    branch at batch >= 64: a guard, so a second graph)."""
-    return k if not v.fast.compile_dynamic else 2 * k >= 64
+    """Which compiled graph a K runs: one per padded size when static; when dynamic, one, or two where diffusers'
+    upsamplers branch at batch >= 64 (a guard, so a second graph) because `keep_layout` is off."""
+    return k if not v.fast.compile_dynamic else (not v.fast.keep_layout and 2 * k >= 64)
 
 
 # --- one measurement: K scenes of one variant -------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 A plain UNet call at small batch is bound by kernel-launch overhead (about 40 ms for SD 1.5 at batch 2 on an
 H100, ~5% of the matmul peak). The fast path: half-precision weights (no autocast), channels-last memory (or
-NCHW from `nchw_from` images up), SDPA attention (diffusers' default AttnProcessor2_0), cuDNN autotuning,
-optionally float8 linears (fp8.py) and torch.compile, and the UNet call captured once per batch bucket as a CUDA
-graph. Batches are zero-padded to a bucket size (powers of two up to `bucket`, then multiples of it) so that
-shapes stay static; padded rows are discarded. The preconditioning (c_skip, c_out, c_in, sigma -> t) is
-VPDenoiser's own, computed eagerly around the call.
+NCHW from `nchw_from` images up; diffusers' upsamplers kept in it at any batch, upsample.py), SDPA attention
+(diffusers' default AttnProcessor2_0), cuDNN autotuning, optionally float8 linears (fp8.py) and torch.compile,
+and the UNet call captured once per batch bucket as a CUDA graph. Batches are zero-padded to a bucket size
+(powers of two up to `bucket`, then multiples of it) so that shapes stay static; padded rows are discarded. The
+preconditioning (c_skip, c_out, c_in, sigma -> t) is VPDenoiser's own, computed eagerly around the call.
 
 The call is a stack (`build_call`): PaddedCall -> LayoutCall -> per layout [CompileAfter -> GraphedCall ->
 EagerCall]. CompileAfter serves a padded size from the eager graph for its first `compile_after` calls and from
@@ -65,6 +65,9 @@ class FastConfig:
                                       "instead of one graph per size")
     compile_cache: str | None = opt(None, "Inductor's on-disk cache folder (TORCHINDUCTOR_CACHE_DIR); null = "
                                           "torch's default, shared by every process of the machine")
+    keep_layout: bool = opt(True, "diffusers' nearest upsamplers keep the memory format at every batch size "
+                                  "(upsample.py; diffusers makes them NCHW from 64 images): one compiled "
+                                  "graph for batch 4 and batch 64")
     fp8: bool = opt(False, "the transformer blocks' nn.Linear layers as float8 e4m3 matmuls, per-tensor scales "
                            "(torch._scaled_mm; Hopper or newer)")
     bucket: int = opt(8, "batches are padded to a power of two up to this size, then to a multiple of it",
@@ -371,6 +374,10 @@ class FastDenoiser(Denoiser):
             fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
             # nn.Module.to: diffusers' own `to` only adds a notice about fp32 modules (none in these UNets)
             torch.nn.Module.to(inner.unet, dtype=self.dtype, memory_format=fmt).eval().requires_grad_(False)
+            if cfg.keep_layout:
+                from .upsample import keep_layout
+
+                self.upsamplers = keep_layout(inner.unet)
             if cfg.fp8:
                 from .fp8 import to_float8
 

@@ -30,6 +30,7 @@ from sjc_dist.diffusion.fast import (
     pad_rows,
 )
 from sjc_dist.diffusion.fp8 import Float8Linear, scale_of, to_float8
+from sjc_dist.diffusion.upsample import keep_layout, layout_keeping_class
 from sjc_dist.diffusion.vp_adapter import VPDenoiser
 from sjc_dist.errors import ConfigError
 
@@ -227,6 +228,34 @@ def test_nchw_from_switches_layout_by_padded_size(tiny_unet):
         torch.testing.assert_close(fast(x, sigma, cond), ref(x, sigma, cond), rtol=1e-4, atol=1e-4)
 
 
+def conv_inputs_channels_last(unet) -> list[bool]:
+    """Hooks that record, per call, whether each (diffusers) upsampler's conv sees channels-last input."""
+    seen = []
+    for m in unet.modules():
+        if isinstance(m, layout_keeping_class().__mro__[1]):
+            m.conv.register_forward_pre_hook(
+                lambda mod, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    return seen
+
+
+def test_keep_layout_upsamplers_keep_channels_last_at_batch_64_with_the_same_output(tiny_unet):
+    """At 64 images diffusers' Upsample2D turns channels-last input into NCHW; the swapped class keeps it, and
+    the UNet's output is the same (nearest copies values; only the conv's rounding may differ)."""
+    ref_unet, kept_unet = (copy.deepcopy(tiny_unet).to(memory_format=torch.channels_last) for _ in range(2))
+    assert keep_layout(kept_unet) == 1
+    seen_ref, seen_kept = conv_inputs_channels_last(ref_unet), conv_inputs_channels_last(kept_unet)
+    x, sigma, cond = batch(64, seed=3)
+    x = x.contiguous(memory_format=torch.channels_last)
+    t = torch.full((64,), 500.0)
+    with torch.no_grad():
+        ref, kept = (u(x, t, encoder_hidden_states=cond.context).sample for u in (ref_unet, kept_unet))
+    assert seen_ref == [False] and seen_kept == [True]
+    torch.testing.assert_close(kept, ref, rtol=1e-5, atol=1e-5)
+    fast = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32"), cpu_fallback=False)
+    off = FastDenoiser(plain(tiny_unet), FastConfig(dtype="float32", keep_layout=False), cpu_fallback=False)
+    assert fast.upsamplers == 1 and not hasattr(off, "upsamplers")
+
+
 def test_float8_linear_within_e4m3_rounding():
     """|y - y_ref| <= 2 (2^-4) |x| |W|^T (3 mantissa bits on each operand) plus the subnormal floor
     2^-9 s (smallest e4m3 step) on each operand, for rows that are not a multiple of 16 too."""
@@ -280,7 +309,7 @@ def test_bench_tiny_cpu_quick(tmp_path):
 @pytest.mark.slow
 def test_bench_tiny_cpu_end_to_end(tmp_path):
     """Every non-compiled variant and K runs through the engine's real SceneBatch path, the parts (render rules,
-    Adamax, grid stack, FP8) are timed; JSON, markdown and figure written, the short table printed last."""
+    Adamax, grid stack, FP8, upsampler layout) are timed; JSON, markdown and figure written, the short table printed last."""
     report, seconds = run_bench(tmp_path, "--force-fast-path", "--no-profile")
     assert report["status"] == "done" and not report["failed"]
     cells = {(r["variant"], r["k"]) for r in report["rows"]}
@@ -295,6 +324,10 @@ def test_bench_tiny_cpu_end_to_end(tmp_path):
     assert 0 < sphere["visible"] < sphere["inside_first_view"] < 1
     assert report["stages"]["adamax"]["grouped"]["ms"] > 0 and report["stages"]["stack"]["ms"] > 0
     assert report["stages"]["fp8"]["fp8"]["agreement"]["rel_err"] > 0
+    ups = report["stages"]["upsample"]
+    assert all(ups[name]["agreement"]["rel_err"] < 0.05 and ups[name]["ms_4"]["ms"] > 0
+               for name in ("keep_layout", "diffusers"))
+    assert ups["nearest_equal"] and all(ups["nearest_equal"].values())
     assert {"K=1", "accuracy"} <= set(report["targets"])
     assert any(s["variant"].startswith("compile") for s in report["skipped"])  # GPU-only, skipped cleanly
     md = (tmp_path / "report.md").read_text()
