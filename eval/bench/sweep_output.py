@@ -103,7 +103,7 @@ def overhead_rows(report: dict) -> list[list]:
     return rows
 
 
-PHASES = ("preload", "load", "open", "report", "gather", "write", "evaluate")
+PHASES = ("prepare", "preload", "load", "open", "report", "gather", "write", "evaluate")
 
 
 def phase_lines(report: dict) -> list[str]:

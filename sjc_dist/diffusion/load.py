@@ -4,6 +4,7 @@ and Stable Diffusion alike, go through `load_diffusers`: unet/, scheduler/, and 
 tokenizer/ and vae/ subfolders.
 """
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,22 @@ def load_model(cfg: ModelConfig, prompt: str = "", guidance_weight: float = 1.0)
                           name=cfg.name, fast=cfg.fast, compile=cfg.compile)
 
 
+_IMPORTS = threading.Lock()  # diffusers' and transformers' lazy modules fail when two threads import them at once
+
+
+def import_backend(name: str) -> None:
+    """Import the libraries `load_model` loads the model `name` with (diffusers, transformers; none for
+    'empirical'), one thread at a time, so that a worker can pay for them before the trials start beside it
+    (pool.start) while its preload's load waits here."""
+    if name == "empirical":
+        return
+    with _IMPORTS:
+        import diffusers.models  # noqa: F401
+        import transformers  # noqa: F401
+        from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401 - diffusers' lazy modules load here
+        from transformers import AutoModel  # noqa: F401
+
+
 class Laps:
     """Seconds between successive `lap(name)` calls, in order (the first from the clock's creation)."""
 
@@ -151,6 +168,7 @@ def load_diffusers(path: Path, device: torch.device, dtype: torch.dtype, sigma_t
     """UNet + scheduler (+ text encoder, tokenizer, VAE) from a diffusers-format folder; `Model.load_s` times the
     phases (imports, unet read, unet to the device, vae, text, wrap)."""
     clock = Laps()
+    import_backend(str(path))
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel
     from transformers import AutoModel, AutoTokenizer
     clock.lap("imports")

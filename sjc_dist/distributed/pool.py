@@ -73,14 +73,17 @@ def ensure_worker(spec: PoolSpec, model: str, name: str):
 
 def start(spec: PoolSpec, models: list[str], preload: dict | None = None) -> list:
     """Create every worker of every model and wait until they answer. `preload`: a run config of the one model in
-    `models`, sent to every worker (`SlotStepper.preload`) and not waited for, so the model loads while Tune
-    starts the trials; None: each worker loads on its first `open`."""
+    `models`, sent to every worker: its libraries' imports (`SlotStepper.prepare`) are waited for, so they do not
+    compete with Tune's trial launches; the load itself (`SlotStepper.preload`) is not, so the model loads while
+    Tune starts the trials. None: each worker loads on its first `open`."""
     handles = [ensure_worker(spec, m, n) for m in models for n in spec.names(m)]
-    pings = [h.ping.remote() for h in handles]
+    waits = [h.ping.remote() for h in handles]
     for h in handles if preload is not None else ():
         with contextlib.suppress(AttributeError):  # a kept --pool of older code has no preload: it loads on open
             h.preload.remote(preload)  # fire and forget: it never raises, and the worker's stats say what it did
-    ray.get(pings)
+        with contextlib.suppress(AttributeError):  # nor, older still, prepare
+            waits.append(h.prepare.remote(preload))  # never raises either
+    ray.get(waits)
     return handles
 
 

@@ -208,6 +208,6 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
     assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
     md = (out / "report.md").read_text()
     assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
-    assert "- 1 CPU worker (preload: loaded): preload " in md
+    assert "- 1 CPU worker (preload: loaded): prepare " in md and "; preload " in md
     assert all(f"; {k} " in md for k in ("load", "open", "report", "write"))
     assert "| worker built | load start | loaded | 1st slot asked |" in md

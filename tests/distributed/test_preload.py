@@ -199,21 +199,32 @@ def test_pool_start_sends_the_preload_without_waiting(monkeypatch):
     spec, base = pool.PoolSpec("p", workers=2), {"model": {"name": "empirical"}}
     handles = pool.start(spec, ["empirical"], base)
     assert [h.name for h in handles] == ["p-empirical-0", "p-empirical-1"]
-    assert [(n, args) for n, m, args in calls if m == "preload"] == [("p-empirical-0", (base,)),
-                                                                     ("p-empirical-1", (base,))]
-    assert got == ["p-empirical-0.ping", "p-empirical-1.ping"]  # only the pings are waited for
+    for method in ("preload", "prepare"):
+        assert [(n, args) for n, m, args in calls if m == method] == [("p-empirical-0", (base,)),
+                                                                      ("p-empirical-1", (base,))]
+    # the pings and the imports (prepare) are waited for, before Tune starts the trials; the load is not
+    assert sorted(got) == ["p-empirical-0.ping", "p-empirical-0.prepare", "p-empirical-1.ping",
+                           "p-empirical-1.prepare"]
     calls.clear()
     pool.start(spec, ["empirical"])
     assert {m for _, m, _ in calls} == {"ping"}
 
 
 class OldHandle(FakeHandle):
-    """A worker of older code, kept in a --pool: it has no preload method."""
+    """A worker of older code, kept in a --pool: it has no preload method (`missing`), nor prepare."""
+
+    missing = ("preload", "prepare")
 
     def __getattr__(self, method: str):
-        if method == "preload":
+        if method in self.missing:
             raise AttributeError(method)
         return super().__getattr__(method)
+
+
+class PreloadOnlyHandle(OldHandle):
+    """A worker of the code before prepare: it preloads, nothing is waited for but its ping."""
+
+    missing = ("prepare",)
 
 
 def test_pool_start_skips_a_worker_without_preload(monkeypatch):
@@ -223,3 +234,23 @@ def test_pool_start_skips_a_worker_without_preload(monkeypatch):
     handles = pool.start(pool.PoolSpec("p", workers=2), ["empirical"], {"model": {"name": "empirical"}})
     assert len(handles) == 2 and {m for _, m, _ in calls} == {"ping"}
     assert got == ["p-empirical-0.ping", "p-empirical-1.ping"]
+
+
+def test_pool_start_preloads_a_worker_without_prepare(monkeypatch):
+    calls, got = [], []
+    monkeypatch.setattr(pool, "ensure_worker", lambda spec, model, name: PreloadOnlyHandle(name, calls))
+    monkeypatch.setattr(pool.ray, "get", lambda refs, **kw: got.extend(refs) or [True] * len(refs))
+    pool.start(pool.PoolSpec("p", workers=1), ["empirical"], {"model": {"name": "empirical"}})
+    assert [m for _, m, _ in calls] == ["ping", "preload"] and got == ["p-empirical-0.ping"]
+
+
+def test_prepare_imports_and_counts_the_phase_never_raising(empirical_model, make_config):
+    import sys
+
+    st = SlotStepper("toy", max_slots=1, loader=Loader(empirical_model))
+    seconds = st.prepare(config(make_config, "model.name=toy"))
+    assert seconds > 0 and "diffusers.models" in sys.modules and "transformers" in sys.modules
+    assert st.stats.phase_n["prepare"] == 1 and st.stats.phase_s["prepare"] == pytest.approx(seconds, abs=1e-3)
+    assert st.prepare({"steps": -1}) == 0.0 and st.stats.phase_n["prepare"] == 1  # a bad config: 0 s, no raise
+    assert st.stats.loads == 0  # imports only: the model is the preload's or the first open's to load
+    st.shutdown()
