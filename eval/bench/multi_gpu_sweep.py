@@ -8,7 +8,8 @@ on a one-GPU machine), each worker a SceneWorker actor that loads the model once
 (`--slots`) in batched rounds, with workers x K trials (FIFO, official SD settings: 100^3 grid, step 0.01, 64x64
 latents; the guidance weight and seed drawn at random so trials differ; no evaluation, no turntable, no
 checkpoints; the engine's model.compile, render.samples and render.fuse unless --compile / --samples / --fuse
-say otherwise).
+say otherwise). `--again` runs the one-GPU sweep a second time on its worker, kept alive with its model loaded
+and compiled (as `sjc sweep --pool P --keep-workers`, then `--pool P`): what each later sweep of a series costs.
 Throughput is read in STEADY STATE from the workers' round timelines (stepper.py's WorkerStats; sweep_steady.py):
 the window in which every worker steps full batches (after `--skip-rounds` full rounds, so Ray start-up, the
 model load, compiles and CUDA-graph captures are excluded; by default 5 past the call at which
@@ -49,7 +50,7 @@ from sjc_dist.diffusion.fast import AUTO_COMPILE_AFTER
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_report import Report
 from sd_standin import PROMPT, SIZES, save_standin_folder
-from sweep_control import Log, Phase, plan_phases, run_phase, worker_environment
+from sweep_control import Log, Phase, plan_phases, release_kept, run_phase, worker_environment
 from sweep_output import environment, markdown, plot_utilisation, write_samples_csv
 from sweep_sampler import Sampler
 from sweep_steady import _finite, full_stretch, rate_in, scaling, steady_state, targets  # noqa: F401
@@ -109,6 +110,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--eval-views", type=int, default=8, help="views of each finished trial's views.png")
     ap.add_argument("--sample-period", type=float, default=0.2, help="seconds between device samples")
     ap.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    ap.add_argument("--again", action="store_true", help="run the one-GPU sweep a second time on its worker, kept "
+                    "alive (`sjc sweep --pool P --keep-workers`, then `--pool P`): a series of sweeps' cost each")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random search and of the stand-in weights")
     ap.add_argument("--compile", default="", help="model.compile of the trials (default: the engine's, 'auto')")
     ap.add_argument("--samples", default="", help="render.samples of the trials (default: the engine's)")
@@ -212,27 +215,33 @@ def main(argv: list[str] | None = None, exit_on_watchdog: bool = True) -> int:
 
 def run_phases(args, phases: list[Phase], size, folder: Path, cpu: bool, work: Path, report: Report,
                sampler: Sampler, log: Log) -> None:
-    """Each sweep in turn, its deadline its share of what is left of the budget; the report after each."""
+    """Each sweep in turn, its deadline its share of what is left of the budget; the report after each. With
+    --again the kept worker is killed before the all-GPU sweep and at the end, whatever happened."""
     from sjc_dist.distributed.spec import load_sweep
 
     n_all, t0 = phases[-1].workers, report.data["t0"]
-    for i, phase in enumerate(phases):
-        left = t0 + args.budget_seconds - REPORT_RESERVE_S - time.time()
-        if left < 10:
-            report.data["notes"].append(f"sweep '{phase.name}' skipped: the budget was spent")
-            log(f"sweep '{phase.name}' skipped: {left:.0f} s of budget left")
-            continue
-        spec = load_sweep(sweep_dict(args, phase, size, folder, cpu))
-        record = run_phase(phase, spec, args, work, time.time() + left / (len(phases) - i), log)
-        win = record["steady"].get("window")
-        span = win or (record["t_start"], record["t_end"])
-        record["util_steady"] = {str(d): u for d, u in sampler.mean_util(*span).items()}
-        if record["error"]:
-            report.data["notes"].append(f"sweep '{phase.name}': {record['error']}")
-        report.data["phases"][phase.name] = record
-        report.data["scaling"] = scaling(report.data["phases"], n_all, cpu)
-        report.data["targets"] = targets(report.data["phases"])
-        report.write()
+    specs = [load_sweep(sweep_dict(args, phase, size, folder, cpu)) for phase in phases]
+    try:
+        for i, (phase, spec) in enumerate(zip(phases, specs)):
+            if args.again and phase.name == "all":
+                release_kept(spec, work)
+            left = t0 + args.budget_seconds - REPORT_RESERVE_S - time.time()
+            if left < 10:
+                report.data["notes"].append(f"sweep '{phase.name}' skipped: the budget was spent")
+                log(f"sweep '{phase.name}' skipped: {left:.0f} s of budget left")
+                continue
+            record = run_phase(phase, spec, args, work, time.time() + left / (len(phases) - i), log)
+            span = record["steady"].get("window") or (record["t_start"], record["t_end"])
+            record["util_steady"] = {str(d): u for d, u in sampler.mean_util(*span).items()}
+            if record["error"]:
+                report.data["notes"].append(f"sweep '{phase.name}': {record['error']}")
+            report.data["phases"][phase.name] = record
+            report.data["scaling"] = scaling(report.data["phases"], n_all, cpu)
+            report.data["targets"] = targets(report.data["phases"])
+            report.write()
+    finally:
+        if args.again:
+            release_kept(specs[0], work)
 
 
 def finish(report: Report, sampler: Sampler, log: Log) -> None:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_report import Periodic
-from sweep_steady import headline, overhead, steady_state
+from sweep_steady import headline, overhead, since, steady_state
+
+KEPT_POOL = "multi-gpu-bench"  # the --pool of the one-GPU sweep and of its --again, on the same kept worker
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,14 @@ class Phase:
 
 
 def plan_phases(args, n_gpus: int) -> list[Phase]:
-    """The one-GPU sweep, then the all-GPU one (skipped when 'all' is one worker); trials = workers x
-    --trials-per-worker. Without GPUs, --cpu-workers CPU workers stand in for 'all GPUs'."""
+    """The one-GPU sweep, with --again the same sweep once more on its kept worker (model loaded and compiled),
+    then the all-GPU one (skipped when 'all' is one worker); trials = workers x --trials-per-worker. Without
+    GPUs, --cpu-workers CPU workers stand in for 'all GPUs'."""
     n_all = n_gpus or args.cpu_workers
     unit = "GPU" if n_gpus else "CPU worker"
     phases = [Phase("one", f"1 {unit}", 1, min(n_gpus, 1), args.trials_per_worker)]
+    if getattr(args, "again", False):
+        phases.append(Phase("again", f"1 {unit}, again (kept worker)", 1, min(n_gpus, 1), args.trials_per_worker))
     if n_all > 1:
         phases.append(Phase("all", f"{n_all} {unit}s", n_all, n_gpus, n_all * args.trials_per_worker))
     return phases
@@ -116,7 +121,7 @@ class Progress(Periodic):
 
 
 def poll_workers(names: list[str]) -> list[dict]:
-    """worker_stats of the live workers among `names` (none before Ray is up)."""
+    """worker_stats of the live workers among `names`, each with its "name" (none before Ray is up)."""
     import ray
 
     if not ray.is_initialized():
@@ -125,7 +130,7 @@ def poll_workers(names: list[str]) -> list[dict]:
     for name in names:
         try:
             handle = ray.get_actor(name, namespace="sjc")
-            out.append(ray.get(handle.worker_stats.remote(), timeout=5))
+            out.append({"name": name, **ray.get(handle.worker_stats.remote(), timeout=5)})
         except Exception as err:  # noqa: BLE001 - not created yet, or already killed
             out.append({"name": name, "missing": f"{type(err).__name__}"})
     return [s for s in out if "missing" not in s]
@@ -135,8 +140,11 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
     """Run one sweep with run_sweep (interrupted at `deadline`, unix s); returns its record (see phase_record)."""
     from sjc_dist.distributed.sweep import SweepOptions, build_pool, run_sweep
 
-    opts = SweepOptions(out=str(work / phase.name), num_cpus=args.num_cpus)
-    names = build_pool(spec, Path(opts.out).resolve()).names(spec.model_names()[0])
+    kept = getattr(args, "again", False) and phase.name in ("one", "again")
+    opts = SweepOptions(out=str(work / phase.name), num_cpus=args.num_cpus, pool=KEPT_POOL if kept else None,
+                        keep_workers=kept and phase.name == "one")
+    names = build_pool(spec, Path(opts.out).resolve(), opts.pool).names(spec.model_names()[0])
+    before = {w["name"]: w for w in poll_workers(names)} if phase.name == "again" else {}
     log(f"sweep '{phase.name}' ({phase.label}): {phase.workers} worker(s) x {args.slots} slots, "
         f"{phase.trials} trials x {args.steps} steps; interrupted at {deadline - time.time():.0f} s if not done")
     progress = Progress(names, phase, log, args.progress_every).start()
@@ -156,17 +164,28 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
     if outcome is None and progress.last:
         error += "; worker stats from the last progress poll"
     record = phase_record(phase, args, outcome, progress.last, t_start, t_end,
-                          error or ("budget: interrupted" if alarm.fired else ""))
+                          error or ("budget: interrupted" if alarm.fired else ""), before)
     log(f"sweep '{phase.name}' done in {t_end - t_start:.1f} s: {record['status']}, "
         f"steady {record['steady'].get('scene_its_per_s', float('nan')):.1f} scene-it/s "
         f"({record['steady'].get('method', 'n/a')}), loads per worker {record['loads_per_worker']}")
     return record
 
 
-def phase_record(phase: Phase, args, outcome, polled: list[dict], t_start: float, t_end: float, error: str) -> dict:
+def release_kept(spec, work: Path) -> None:
+    """Kill the kept worker of the one-GPU sweep and its --again (they hold a GPU the next sweep needs), if alive."""
+    from sjc_dist.distributed import pool
+    from sjc_dist.distributed.sweep import build_pool
+
+    pool.shutdown(build_pool(spec, work, KEPT_POOL), spec.model_names())
+
+
+def phase_record(phase: Phase, args, outcome, polled: list[dict], t_start: float, t_end: float, error: str,
+                 before: dict | None = None) -> dict:
     """What the report keeps of one sweep: its shape, trial statuses, worker counters and steady state (from
-    the sweep's outcome, else from the last progress poll `polled`)."""
-    workers = [w for w in (outcome.workers if outcome else polled) if not w.get("dead")]
+    the sweep's outcome, else from the last progress poll `polled`); a kept worker's counters less `before`
+    (name -> its stats as the sweep began: sweep_steady.since)."""
+    workers = [since(w, (before or {}).get(w.get("name")), t_start)
+               for w in (outcome.workers if outcome else polled) if not w.get("dead")]
     statuses: dict[str, int] = {}
     for r in outcome.rows if outcome else []:
         statuses[r.status] = statuses.get(r.status, 0) + 1
@@ -182,7 +201,7 @@ def phase_record(phase: Phase, args, outcome, polled: list[dict], t_start: float
                                                     "first_round_at", "last_round_at", "timeline_every",
                                                     "timeline", "phase_s", "phase_n", "started_at",
                                                     "first_open_at", "load_started_at", "load_done_at",
-                                                    "preload", "load_phases")} for w in workers],
+                                                    "preload", "load_phases", "kept")} for w in workers],
             "run_dirs": sorted(r.run_dir for r in (outcome.rows if outcome else []) if r.run_dir)}
     record.update(overhead=overhead(record), headline=headline(record))
     return record

@@ -93,9 +93,10 @@ def overhead_rows(report: dict) -> list[list]:
     for p in report["phases"].values():
         o = p.get("overhead", {})
         slow = o.get("long_rounds", [])
+        gone = "kept" if any(w.get("kept") for w in p.get("worker_stats", [])) else "n/a"  # before this sweep
         rows.append([p["label"], fmt(o.get("wall_s"), ".1f"), fmt(o.get("steady_s"), ".1f"),
-                     f"**{fmt(o.get('outside_steady_s'), '.1f')}**", fmt(o.get("to_worker_s"), ".1f"),
-                     fmt(o.get("to_load_start_s"), ".1f"), fmt(o.get("to_loaded_s"), ".1f"),
+                     f"**{fmt(o.get('outside_steady_s'), '.1f')}**", fmt(o.get("to_worker_s"), ".1f", gone),
+                     fmt(o.get("to_load_start_s"), ".1f", gone), fmt(o.get("to_loaded_s"), ".1f", gone),
                      fmt(o.get("to_first_open_s"), ".1f"), fmt(o.get("to_first_round_s"), ".1f"),
                      fmt(o.get("ramp_up_s"), ".1f"), fmt(o.get("ramp_down_s"), ".1f"),
                      fmt(o.get("after_last_round_s"), ".1f"),
@@ -122,7 +123,7 @@ def phase_lines(report: dict) -> list[str]:
                  for k in PHASES if k in total]
         preloads = sorted({w["preload"] for w in p.get("worker_stats", []) if w.get("preload")})
         loads = [", ".join(f"{k} {v:.1f}" for k, v in w["load_phases"].items())
-                 for w in p.get("worker_stats", []) if w.get("load_phases")]
+                 for w in p.get("worker_stats", []) if w.get("load_phases") and not w.get("kept")]
         lines.append(f"- {p['label']} (preload: {', '.join(preloads) or 'none'}): {'; '.join(parts) or 'n/a'}"
                      + (f"; the load's phases, s: {' | '.join(loads)}" if loads else ""))
     return lines
@@ -148,7 +149,9 @@ def markdown(report: dict) -> str:
     lines += table(time_head, overhead_rows(report), "lrrrrrrrrrrrl") + [""] + verdict_lines(report)
     lines += ["", "(worker built, load start (the first), loaded (the last worker's), 1st slot asked, to 1st round: "
               "s from the sweep's start; the model loads from the worker's preload, sent as it is built, else "
-              "within the first slot's open: loaded before 1st slot asked means the load was off the trials' path)"]
+              "within the first slot's open: loaded before 1st slot asked means the load was off the trials' path; "
+              "'kept': the worker was built, and its model loaded and compiled, by the sweep before, whose 1st slot "
+              "asked a kept worker's counters cannot tell apart from this sweep's)"]
     lines += ["", "Trial-side work by phase (s summed over trial threads; 'waited' is time blocked on the device "
               "lock; 'load' is part of 'preload', or without one of 'open'):", ""] + phase_lines(report)
     lines += ["", "Mean utilisation % per device in each steady window:", ""]
@@ -158,7 +161,9 @@ def markdown(report: dict) -> str:
     steady = ("Steady state: the window in which every worker steps full batches (K scenes), after "
               f"{report['settings']['skip_rounds']} full rounds (start-up, model load, compiles and CUDA-graph "
               "captures excluded); throughput = the sum of the workers' scene-steps / seconds in it.")
-    lines += ["", steady, "", f"Command: `{report['command']}`", ""]
+    lines += ["", steady] + [f"No steady state in '{p['label']}': {p['steady'].get('method')}."
+                             for p in report["phases"].values() if not _finite(p["steady"].get("scene_its_per_s"))]
+    lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines + [f"Note: {note}" for note in report["notes"]]) + "\n"
 
 

@@ -31,29 +31,28 @@ def rate_in(timeline: list, t0: float, t1: float) -> dict | None:
 def steady_state(workers: list[dict], k: int, skip: int) -> dict:
     """Steady-state throughput of one sweep, scene-it/s: the sum over workers of their rates inside the common
     window, the overlap of all workers' full-batch stretches (every device stepping K scenes at once). With
-    no overlap, each worker's own stretch ('per-worker stretches'); a worker without one contributes its rate
-    after its first `skip` rounds ('whole run'). `method` says which was used."""
+    no overlap, each worker's own stretch ('per-worker stretches'). A worker with fewer than `skip` + 2 rounds
+    at its full batch has no steady state (a run cut before its warm-up ended): NaN, `method` says which."""
     lines = [w.get("timeline") or [] for w in workers]
     if not workers or not all(len(t) >= 2 for t in lines):
         return {"method": "none: a worker ran fewer than 2 rounds", "scene_its_per_s": float("nan")}
     stretches = [full_stretch(t, k, skip) for t in lines]
+    short = [(w.get("name") or str(i), full, sum(r[3] >= full > 0 for r in t))
+             for i, (w, t, (span, full)) in enumerate(zip(workers, lines, stretches)) if span is None]
+    if short:
+        name, full, n = short[0]
+        return {"method": f"none: worker {name} ran {n} rounds at its full batch ({full}), fewer than the "
+                          f"{skip} skipped + 2 (cut before its warm-up ended: a larger --budget-seconds or a "
+                          f"smaller --skip-rounds)", "scene_its_per_s": float("nan")}
     spans = [s for s, _ in stretches]
-    method = "common window"
-    if all(spans):
-        t0, t1 = max(s[0] for s in spans), min(s[1] for s in spans)
-        per = [rate_in(t, t0, t1) for t in lines] if t1 > t0 else [None]
-        if all(per):
-            return _total(per, workers, stretches, method, (t0, t1))
-        method = "per-worker stretches (no common window)"
-    else:
-        method = "per-worker; some never ran a full batch"
-    per = []
-    for t, (span, _) in zip(lines, stretches):
-        span = span or (t[min(skip, len(t) - 2)][0], t[-1][0])
-        per.append(rate_in(t, *span))
+    t0, t1 = max(s[0] for s in spans), min(s[1] for s in spans)
+    per = [rate_in(t, t0, t1) for t in lines] if t1 > t0 else [None]
+    if all(per):
+        return _total(per, workers, stretches, "common window", (t0, t1))
+    per = [rate_in(t, *span) for t, span in zip(lines, spans)]
     if not all(per):
         return {"method": "none: too few rounds", "scene_its_per_s": float("nan")}
-    return _total(per, workers, stretches, method, None)
+    return _total(per, workers, stretches, "per-worker stretches (no common window)", None)
 
 
 def _total(per: list[dict], workers: list[dict], stretches: list, method: str, window) -> dict:
@@ -135,6 +134,30 @@ def overhead(record: dict) -> dict:
     return out
 
 
+COUNTERS = ("loads", "rounds", "scene_steps")
+WHEN = ("started_at", "first_open_at", "load_started_at", "load_done_at")
+
+
+def since(after: dict, before: dict | None, t_start: float) -> dict:
+    """One worker's stats for one sweep of several on a kept worker (`--again`): `after` less `before`, the
+    worker's stats polled as the sweep began (cumulative counters and phase sums subtracted, the timeline cut
+    at `t_start`, its first round the first row after it; the build, first open and load times dropped when
+    they were before it, and `kept` set). A worker built within the sweep (no `before`) is returned as it is."""
+    if not before:
+        return after
+    out = {**after, "kept": True, "timeline": [r for r in after.get("timeline") or [] if r[0] >= t_start]}
+    out.update({k: (after.get(k) or 0) - (before.get(k) or 0) for k in COUNTERS})
+    for key in ("phase_s", "phase_n"):
+        old = before.get(key) or {}
+        out[key] = {k: v - old.get(k, 0) for k, v in (after.get(key) or {}).items() if v != old.get(k, 0)}
+    out.update({k: None for k in WHEN if (after.get(k) or 0) < t_start})
+    out["first_round_at"] = out["timeline"][0][0] if out["timeline"] else None
+    out["mean_batch"] = out["scene_steps"] / out["rounds"] if out["rounds"] else 0.0
+    if out["rounds"] == 0:
+        out["last_round_at"] = None
+    return out
+
+
 def headline(record: dict) -> dict:
     """What users pay for: steady scene-it/s per GPU and 10,000-step trials per GPU-hour."""
     rate, gpus = record.get("steady", {}).get("scene_its_per_s"), max(record.get("gpus") or 1, 1)
@@ -145,13 +168,19 @@ def headline(record: dict) -> dict:
 
 def targets(phases: dict) -> dict:
     """Issue 14's sweep targets on the one-GPU sweep: steady >= 200 scene-it/s (72 10k-step trials per
-    GPU-hour), <= 40 s outside steady stepping."""
-    one = phases.get("one")
-    if not one:
-        return {}
-    rate, outside = one.get("steady", {}).get("scene_its_per_s"), one.get("overhead", {}).get("outside_steady_s")
-    return {"steady >= 200 scene-it/s": _verdict(rate >= 200 if _finite(rate) else None),
-            "outside steady <= 40 s": _verdict(outside <= 40 if _finite(outside) else None)}
+    GPU-hour), <= 40 s outside steady stepping (n/a both without a steady window); with --again, the outside
+    target of the sweep on the kept worker too."""
+    out = {}
+    for name, suffix in (("one", ""), ("again", ", again on the kept worker")):
+        p = phases.get(name)
+        if not p:
+            continue
+        rate, outside = p.get("steady", {}).get("scene_its_per_s"), p.get("overhead", {}).get("outside_steady_s")
+        if name == "one":
+            out["steady >= 200 scene-it/s"] = _verdict(rate >= 200 if _finite(rate) else None)
+        out["outside steady <= 40 s" + suffix] = _verdict(outside <= 40 if _finite(outside) and _finite(rate)
+                                                          else None)
+    return out
 
 
 def _verdict(ok: bool | None) -> str:

@@ -53,6 +53,8 @@ def test_steady_state_without_overlap_or_full_batch(bench):
     assert out["method"].startswith("per-worker stretches") and out["scene_its_per_s"] == pytest.approx(80.0)
     never_full = bench.steady_state([{"timeline": timeline(0.0, [1, 2, 2, 2, 2, 1], 0.5)}], k=4, skip=1)
     assert never_full["per_worker"][0]["full_batch"] == 2 and never_full["scene_its_per_s"] == pytest.approx(4.0)
+    cut = bench.steady_state([{"name": "w0", "timeline": timeline(0.0, [1, 2, 4, 4], 0.5)}], k=4, skip=13)
+    assert math.isnan(cut["scene_its_per_s"]) and "w0 ran 2 rounds at its full batch (4)" in cut["method"]
     empty = bench.steady_state([{"timeline": []}], k=4, skip=1)
     assert math.isnan(empty["scene_its_per_s"]) and empty["method"].startswith("none")
 
@@ -99,6 +101,8 @@ def test_overhead_splits_the_wall_time(bench):
     assert head["per_gpu"] == pytest.approx(8.0) and head["trials_10k_per_gpu_hour"] == pytest.approx(8 * 0.36)
     record["overhead"] = o
     assert steady.targets({"one": record}) == {"steady >= 200 scene-it/s": "missed", "outside steady <= 40 s": "met"}
+    cut = {**record, "steady": {"scene_its_per_s": float("nan")}}
+    assert steady.targets({"one": cut}) == {"steady >= 200 scene-it/s": "n/a", "outside steady <= 40 s": "n/a"}
 
 
 class FakeNvml:
@@ -183,10 +187,19 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
     out = tmp_path / "out"
     argv = ["--tiny", "--gpus", "0", "--cpu-workers", "2", "--slots", "2", "--steps", "100",
             "--out", str(out), "--model-dir", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
-            "--budget-seconds", "240", "--progress-every", "5"]
+            "--budget-seconds", "300", "--progress-every", "5", "--again"]
     assert bench.main(argv, exit_on_watchdog=False) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["status"] == "done" and set(report["phases"]) == {"one", "all"}
+    assert report["status"] == "done" and list(report["phases"]) == ["one", "again", "all"]
+    again = report["phases"]["again"]  # the same sweep on the worker the first one kept: no build, load, compile
+    assert again["status"] == {"ok": 2} and again["scene_steps"] == 200 and again["loads_per_worker"] == [0]
+    (w,) = again["worker_stats"]
+    assert w["kept"] and w["preload"] == "already loaded"
+    assert w["name"] == report["phases"]["one"]["worker_stats"][0]["name"]
+    assert all(r[0] >= again["t_start"] for r in w["timeline"]) and w["rounds"] == len(w["timeline"])
+    assert w["phase_n"]["write"] == 2  # this sweep's two finishes only
+    assert again["steady"]["method"] == "common window" and again["overhead"].get("to_worker_s") is None
+    assert 0 < again["overhead"]["to_first_round_s"] < again["wall_s"]
     for name, workers in (("one", 1), ("all", 2)):
         p = report["phases"][name]
         assert (p["workers"], p["trials"], p["k"], p["steps"]) == (workers, 2 * workers, 2, 100)
@@ -208,6 +221,7 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
     assert len((out / "gpu_samples.csv").read_text().splitlines()) > 10
     md = (out / "report.md").read_text()
     assert "| 1 CPU worker |" in md and "| 2 CPU workers |" in md and "Scaling all / one" in md
+    assert "| 1 CPU worker, again (kept worker) | " in md and "| kept | kept | kept | n/a |" in md
     assert "- 1 CPU worker (preload: loaded): prepare " in md and "; preload " in md
     assert all(f"; {k} " in md for k in ("load", "open", "report", "write"))
     assert "| worker built | load start | loaded | 1st slot asked |" in md
