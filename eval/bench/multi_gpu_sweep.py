@@ -223,8 +223,8 @@ def run_phases(args, phases: list[Phase], size, folder: Path, cpu: bool, work: P
     specs = [load_sweep(sweep_dict(args, phase, size, folder, cpu)) for phase in phases]
     try:
         for i, (phase, spec) in enumerate(zip(phases, specs)):
-            if args.again and phase.name == "all":
-                release_kept(spec, work)
+            if args.again and phase.name == "all" and (note := release_kept(spec, work)):
+                report.data["notes"].append(note)
             left = t0 + args.budget_seconds - REPORT_RESERVE_S - time.time()
             if left < 10:
                 report.data["notes"].append(f"sweep '{phase.name}' skipped: the budget was spent")
@@ -240,8 +240,8 @@ def run_phases(args, phases: list[Phase], size, folder: Path, cpu: bool, work: P
             report.data["targets"] = targets(report.data["phases"])
             report.write()
     finally:
-        if args.again:
-            release_kept(specs[0], work)
+        if args.again and (note := release_kept(specs[0], work)):
+            report.data["notes"].append(note)
 
 
 def finish(report: Report, sampler: Sampler, log: Log) -> None:

@@ -145,6 +145,8 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
                         keep_workers=kept and phase.name == "one")
     names = build_pool(spec, Path(opts.out).resolve(), opts.pool).names(spec.model_names()[0])
     before = {w["name"]: w for w in poll_workers(names)} if phase.name == "again" else {}
+    unread = "" if phase.name != "again" or len(before) == len(names) else \
+        "the kept worker's stats could not be read as the sweep began: its counters include the sweep before"
     log(f"sweep '{phase.name}' ({phase.label}): {phase.workers} worker(s) x {args.slots} slots, "
         f"{phase.trials} trials x {args.steps} steps; interrupted at {deadline - time.time():.0f} s if not done")
     progress = Progress(names, phase, log, args.progress_every).start()
@@ -164,19 +166,29 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
     if outcome is None and progress.last:
         error += "; worker stats from the last progress poll"
     record = phase_record(phase, args, outcome, progress.last, t_start, t_end,
-                          error or ("budget: interrupted" if alarm.fired else ""), before)
+                          "; ".join(e for e in (error or ("budget: interrupted" if alarm.fired else ""), unread)
+                                    if e), before)
     log(f"sweep '{phase.name}' done in {t_end - t_start:.1f} s: {record['status']}, "
         f"steady {record['steady'].get('scene_its_per_s', float('nan')):.1f} scene-it/s "
         f"({record['steady'].get('method', 'n/a')}), loads per worker {record['loads_per_worker']}")
     return record
 
 
-def release_kept(spec, work: Path) -> None:
-    """Kill the kept worker of the one-GPU sweep and its --again (they hold a GPU the next sweep needs), if alive."""
+def release_kept(spec, work: Path) -> str:
+    """Kill the kept worker of the one-GPU sweep and its --again (it holds a GPU the next sweep needs), if Ray is
+    up and it is alive; never raises (the sweep's own error stays the one reported): '' or what went wrong."""
+    import ray
+
     from sjc_dist.distributed import pool
     from sjc_dist.distributed.sweep import build_pool
 
-    pool.shutdown(build_pool(spec, work, KEPT_POOL), spec.model_names())
+    if not ray.is_initialized():  # a lookup would start a Ray of its own
+        return ""
+    try:
+        pool.shutdown(build_pool(spec, work, KEPT_POOL), spec.model_names())
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        return f"the kept worker could not be killed: {type(err).__name__}: {err}"
+    return ""
 
 
 def phase_record(phase: Phase, args, outcome, polled: list[dict], t_start: float, t_end: float, error: str,

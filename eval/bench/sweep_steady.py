@@ -41,9 +41,10 @@ def steady_state(workers: list[dict], k: int, skip: int) -> dict:
              for i, (w, t, (span, full)) in enumerate(zip(workers, lines, stretches)) if span is None]
     if short:
         name, full, n = short[0]
-        return {"method": f"none: worker {name} ran {n} rounds at its full batch ({full}), fewer than the "
-                          f"{skip} skipped + 2 (cut before its warm-up ended: a larger --budget-seconds or a "
-                          f"smaller --skip-rounds)", "scene_its_per_s": float("nan")}
+        return {"method": f"none: worker {name} has {n} timeline rows at its full batch ({full}), fewer than the "
+                          f"{skip} skipped + 2 (cut before its warm-up ended, or it stepped {full} scenes only "
+                          f"briefly: a larger --budget-seconds, more trials or a smaller --skip-rounds)",
+                "scene_its_per_s": float("nan")}
     spans = [s for s, _ in stretches]
     t0, t1 = max(s[0] for s in spans), min(s[1] for s in spans)
     per = [rate_in(t, t0, t1) for t in lines] if t1 > t0 else [None]
@@ -141,11 +142,15 @@ WHEN = ("started_at", "first_open_at", "load_started_at", "load_done_at")
 def since(after: dict, before: dict | None, t_start: float) -> dict:
     """One worker's stats for one sweep of several on a kept worker (`--again`): `after` less `before`, the
     worker's stats polled as the sweep began (cumulative counters and phase sums subtracted, the timeline cut
-    at `t_start`, its first round the first row after it; the build, first open and load times dropped when
-    they were before it, and `kept` set). A worker built within the sweep (no `before`) is returned as it is."""
-    if not before:
+    after `before`'s rounds, its first round the first row left (a thinned timeline's rows are every
+    `timeline_every` rounds); the build, first open and load times dropped when they were before `t_start`, and
+    `kept` set). A worker built since `before` (another `started_at`, or fewer rounds: it died and was recreated
+    under its name) or without `before` is returned as it is."""
+    if not before or after.get("started_at") != before.get("started_at") or \
+            (after.get("rounds") or 0) < (before.get("rounds") or 0):
         return after
-    out = {**after, "kept": True, "timeline": [r for r in after.get("timeline") or [] if r[0] >= t_start]}
+    done = before.get("rounds") or 0
+    out = {**after, "kept": True, "timeline": [r for r in after.get("timeline") or [] if r[1] > done]}
     out.update({k: (after.get(k) or 0) - (before.get(k) or 0) for k in COUNTERS})
     for key in ("phase_s", "phase_n"):
         old = before.get(key) or {}

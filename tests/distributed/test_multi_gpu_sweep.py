@@ -54,9 +54,34 @@ def test_steady_state_without_overlap_or_full_batch(bench):
     never_full = bench.steady_state([{"timeline": timeline(0.0, [1, 2, 2, 2, 2, 1], 0.5)}], k=4, skip=1)
     assert never_full["per_worker"][0]["full_batch"] == 2 and never_full["scene_its_per_s"] == pytest.approx(4.0)
     cut = bench.steady_state([{"name": "w0", "timeline": timeline(0.0, [1, 2, 4, 4], 0.5)}], k=4, skip=13)
-    assert math.isnan(cut["scene_its_per_s"]) and "w0 ran 2 rounds at its full batch (4)" in cut["method"]
+    assert math.isnan(cut["scene_its_per_s"]) and "w0 has 2 timeline rows at its full batch (4)" in cut["method"]
     empty = bench.steady_state([{"timeline": []}], k=4, skip=1)
     assert math.isnan(empty["scene_its_per_s"]) and empty["method"].startswith("none")
+
+
+def test_since_is_one_sweep_of_a_kept_worker(bench):
+    steady = bench.sweep_steady
+    first = timeline(10.0, [1, 2, 4, 4], 1.0)  # the sweep before: rounds 1..4, ending at 14
+    before = {"name": "w", "started_at": 5.0, "load_done_at": 8.0, "first_open_at": 9.0, "loads": 1, "rounds": 4,
+              "scene_steps": 11, "timeline": first, "phase_s": {"open": 2.0, "write": 1.0}, "phase_n": {"open": 4}}
+    rows = first + [[20.0 + i, 5 + i, 11 + 4 * (i + 1), 4] for i in range(3)]  # this sweep: rounds 5..7
+    after = {**before, "rounds": 7, "scene_steps": 23, "timeline": rows, "last_round_at": 22.0,
+             "phase_s": {"open": 2.0, "write": 1.5}, "phase_n": {"open": 4, "write": 2}}
+    out = steady.since(after, before, t_start=18.0)
+    assert out["kept"] and (out["loads"], out["rounds"], out["scene_steps"]) == (0, 3, 12)
+    assert out["timeline"] == rows[4:] and out["first_round_at"] == 20.0 and out["mean_batch"] == 4.0
+    assert out["phase_s"] == {"write": 0.5} and out["phase_n"] == {"write": 2}
+    assert out["started_at"] is None and out["load_done_at"] is None and out["first_open_at"] is None
+    reborn = {**after, "started_at": 19.0, "rounds": 2}  # died and recreated under its name: its own counters
+    assert steady.since(reborn, before, 18.0) is reborn and steady.since(after, None, 18.0) is after
+
+
+def test_targets_of_the_kept_worker_sweep(bench):
+    steady = bench.sweep_steady
+    phases = {"one": {"steady": {"scene_its_per_s": 210.0}, "overhead": {"outside_steady_s": 90.0}},
+              "again": {"steady": {"scene_its_per_s": 212.0}, "overhead": {"outside_steady_s": 30.0}}}
+    assert steady.targets(phases) == {"steady >= 200 scene-it/s": "met", "outside steady <= 40 s": "missed",
+                                      "outside steady <= 40 s, again on the kept worker": "met"}
 
 
 def test_scaling_verdicts(bench):
@@ -184,6 +209,8 @@ def test_standin_folder_loads_unchanged(bench, tmp_path):
 
 @pytest.mark.slow
 def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
+    import ray
+
     out = tmp_path / "out"
     argv = ["--tiny", "--gpus", "0", "--cpu-workers", "2", "--slots", "2", "--steps", "100",
             "--out", str(out), "--model-dir", str(tmp_path / "model"), "--work", str(tmp_path / "work"),
@@ -195,11 +222,13 @@ def test_bench_tiny_cpu_end_to_end(bench, ray_session, tmp_path):
     assert again["status"] == {"ok": 2} and again["scene_steps"] == 200 and again["loads_per_worker"] == [0]
     (w,) = again["worker_stats"]
     assert w["kept"] and w["preload"] == "already loaded"
-    assert w["name"] == report["phases"]["one"]["worker_stats"][0]["name"]
+    assert report["phases"]["one"]["worker_stats"][0]["started_at"] < again["t_start"]  # built by the sweep before
     assert all(r[0] >= again["t_start"] for r in w["timeline"]) and w["rounds"] == len(w["timeline"])
     assert w["phase_n"]["write"] == 2  # this sweep's two finishes only
     assert again["steady"]["method"] == "common window" and again["overhead"].get("to_worker_s") is None
     assert 0 < again["overhead"]["to_first_round_s"] < again["wall_s"]
+    with pytest.raises(ValueError):  # the kept worker is gone: it must not hold this session's Ray
+        ray.get_actor(w["name"], namespace="sjc")
     for name, workers in (("one", 1), ("all", 2)):
         p = report["phases"][name]
         assert (p["workers"], p["trials"], p["k"], p["steps"]) == (workers, 2 * workers, 2, 100)
