@@ -34,7 +34,7 @@ def plan_phases(args, n_gpus: int) -> list[Phase]:
     n_all = n_gpus or args.cpu_workers
     unit = "GPU" if n_gpus else "CPU worker"
     phases = [Phase("one", f"1 {unit}", 1, min(n_gpus, 1), args.trials_per_worker)]
-    if getattr(args, "again", False):
+    if args.again:
         phases.append(Phase("again", f"1 {unit}, again (kept worker)", 1, min(n_gpus, 1), args.trials_per_worker))
     if n_all > 1:
         phases.append(Phase("all", f"{n_all} {unit}s", n_all, n_gpus, n_all * args.trials_per_worker))
@@ -140,7 +140,7 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
     """Run one sweep with run_sweep (interrupted at `deadline`, unix s); returns its record (see phase_record)."""
     from sjc_dist.distributed.sweep import SweepOptions, build_pool, run_sweep
 
-    kept = getattr(args, "again", False) and phase.name in ("one", "again")
+    kept = args.again and phase.name in ("one", "again")
     opts = SweepOptions(out=str(work / phase.name), num_cpus=args.num_cpus, pool=KEPT_POOL if kept else None,
                         keep_workers=kept and phase.name == "one")
     names = build_pool(spec, Path(opts.out).resolve(), opts.pool).names(spec.model_names()[0])
@@ -165,9 +165,9 @@ def run_phase(phase: Phase, spec, args, work: Path, deadline: float, log: Log) -
     t_end = time.time()
     if outcome is None and progress.last:
         error += "; worker stats from the last progress poll"
+    error = error or ("budget: interrupted" if alarm.fired else "")
     record = phase_record(phase, args, outcome, progress.last, t_start, t_end,
-                          "; ".join(e for e in (error or ("budget: interrupted" if alarm.fired else ""), unread)
-                                    if e), before)
+                          "; ".join(e for e in (error, unread) if e), before)
     log(f"sweep '{phase.name}' done in {t_end - t_start:.1f} s: {record['status']}, "
         f"steady {record['steady'].get('scene_its_per_s', float('nan')):.1f} scene-it/s "
         f"({record['steady'].get('method', 'n/a')}), loads per worker {record['loads_per_worker']}")

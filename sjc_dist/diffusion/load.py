@@ -143,11 +143,9 @@ def import_backend(name: str) -> None:
     (pool.start) while its preload's load waits here."""
     if name == "empirical":
         return
-    with _IMPORTS:
-        import diffusers.models  # noqa: F401
-        import transformers  # noqa: F401
-        from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401 - diffusers' lazy modules load here
-        from transformers import AutoModel  # noqa: F401
+    with _IMPORTS:  # every name load_diffusers takes: each from-import loads one of the lazy submodules
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel, UNet2DModel  # noqa: F401
+        from transformers import AutoModel, AutoTokenizer  # noqa: F401
 
 
 class Laps:
